@@ -1,0 +1,384 @@
+#include "engine/engine.h"
+
+#include <utility>
+
+#include "absl/container/btree_map.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "engine/coding.h"
+#include "engine/dispatcher.h"
+#include "engine/key_codec.h"
+#include "engine/queue.h"
+#include "engine/storage.h"
+#include "rocksdb/iterator.h"
+
+namespace weir {
+namespace {
+
+absl::Status QueueNotFound(absl::string_view name) {
+  return absl::NotFoundError(absl::StrCat("queue ", name, " not found"));
+}
+
+// A long-poll receive parked on a queue. Its attempts run one at a time:
+// the first on the caller's thread, later ones on the dispatcher when the
+// queue wakes it, its wait ends, or it is cancelled.
+class PendingReceive : public QueueWaiter,
+                       public ReceiveWaiter,
+                       public std::enable_shared_from_this<PendingReceive> {
+ public:
+  PendingReceive(std::weak_ptr<Queue> queue, ReceiveOptions options,
+                 absl::Time expire, ReceiveCallback done,
+                 Dispatcher* dispatcher, Clock* clock)
+      : queue_(std::move(queue)),
+        options_(std::move(options)),
+        expire_(expire),
+        dispatcher_(dispatcher),
+        clock_(clock),
+        done_(std::move(done)) {}
+
+  void Start() {
+    std::weak_ptr<PendingReceive> weak = shared_from_this();
+    dispatcher_->At(expire_, [weak] {
+      if (auto self = weak.lock()) self->Wake();
+    });
+    Attempt();
+  }
+
+  bool OnPark() override {
+    absl::MutexLock lock(&mu_);
+    if (rewake_) return false;
+    state_ = kParked;
+    return true;
+  }
+
+  bool Parked() override {
+    absl::MutexLock lock(&mu_);
+    return state_ == kParked;
+  }
+
+  void Wake() override {
+    absl::MutexLock lock(&mu_);
+    if (state_ == kParked) {
+      state_ = kScheduled;
+      dispatcher_->Run([self = shared_from_this()] { self->Attempt(); });
+    } else if (state_ == kRunning) {
+      rewake_ = true;
+    }
+  }
+
+  void Cancel() override {
+    {
+      absl::MutexLock lock(&mu_);
+      cancelled_ = true;
+    }
+    Wake();
+  }
+
+ private:
+  enum State { kRunning, kParked, kScheduled, kDone };
+
+  void Attempt() {
+    {
+      absl::MutexLock lock(&mu_);
+      if (state_ == kDone) return;
+      state_ = kRunning;
+    }
+    for (;;) {
+      bool cancelled;
+      {
+        absl::MutexLock lock(&mu_);
+        cancelled = cancelled_;
+        rewake_ = false;
+      }
+      if (cancelled) {
+        Finish(absl::CancelledError("receive cancelled"));
+        return;
+      }
+      std::shared_ptr<Queue> q = queue_.lock();
+      if (q == nullptr) {
+        Finish(absl::NotFoundError("queue not found"));
+        return;
+      }
+      const bool can_wait = clock_->Now() < expire_;
+      bool parked = false;
+      absl::StatusOr<std::vector<ReceivedMessage>> r = q->Receive(
+          options_, can_wait ? shared_from_this() : nullptr, &parked);
+      if (parked) return;
+      if (!r.ok() || !r->empty() || !can_wait) {
+        ReleaseIfCancelled(*q, &r);
+        Finish(std::move(r));
+        return;
+      }
+      // Found nothing but was woken meanwhile: look again.
+    }
+  }
+
+  // A receiver that went away while its messages were being leased gets
+  // nothing; the messages are released for others at once.
+  void ReleaseIfCancelled(Queue& q,
+                          absl::StatusOr<std::vector<ReceivedMessage>>* r) {
+    {
+      absl::MutexLock lock(&mu_);
+      if (!cancelled_ || !r->ok() || (*r)->empty()) return;
+    }
+    std::vector<VisibilityChange> release;
+    for (const ReceivedMessage& m : **r) {
+      release.push_back({m.receipt_handle, absl::ZeroDuration()});
+    }
+    (void)q.ChangeVisibility(release);
+    *r = absl::CancelledError("receive cancelled");
+  }
+
+  void Finish(absl::StatusOr<std::vector<ReceivedMessage>> r) {
+    ReceiveCallback done;
+    {
+      absl::MutexLock lock(&mu_);
+      state_ = kDone;
+      done = std::move(done_);
+    }
+    if (done) done(std::move(r));
+  }
+
+  const std::weak_ptr<Queue> queue_;
+  const ReceiveOptions options_;
+  const absl::Time expire_;
+  Dispatcher* const dispatcher_;
+  Clock* const clock_;
+
+  absl::Mutex mu_;
+  ReceiveCallback done_ ABSL_GUARDED_BY(mu_);
+  State state_ ABSL_GUARDED_BY(mu_) = kRunning;
+  bool rewake_ ABSL_GUARDED_BY(mu_) = false;
+  bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+class EngineImpl : public Engine {
+ public:
+  EngineImpl(const EngineOptions& options, std::unique_ptr<Storage> storage)
+      : clock_(options.clock != nullptr ? options.clock : Clock::Real()),
+        storage_(std::move(storage)),
+        dispatcher_(std::make_unique<Dispatcher>(clock_,
+                                                 options.delivery_threads)) {}
+
+  ~EngineImpl() override {
+    std::vector<std::shared_ptr<Queue>> queues;
+    {
+      absl::MutexLock lock(&mu_);
+      for (auto& [name, q] : queues_) queues.push_back(q);
+    }
+    for (auto& q : queues) q->Close();
+    dispatcher_.reset();  // Runs what is queued, then joins.
+    queues.clear();
+    absl::MutexLock lock(&mu_);
+    queues_.clear();
+  }
+
+  absl::Status Load() {
+    rocksdb::DB* db = storage_->db();
+    std::string next;
+    rocksdb::Status s = db->Get(rocksdb::ReadOptions(), storage_->meta(),
+                                keys::NextQueueId(), &next);
+    if (s.ok()) {
+      if (next.size() != 8) return absl::DataLossError("corrupted queue id");
+      next_queue_id_ = DecodeFixed64BE(next.data());
+    } else if (!s.IsNotFound()) {
+      return FromRocks(s, "load queue ids");
+    }
+
+    const std::string begin = "Q";
+    const std::string end = keys::PrefixSuccessor(begin);
+    rocksdb::Slice upper(end);
+    rocksdb::ReadOptions ro;
+    ro.iterate_upper_bound = &upper;
+    std::unique_ptr<rocksdb::Iterator> it(
+        db->NewIterator(ro, storage_->meta()));
+    absl::MutexLock lock(&mu_);
+    for (it->Seek(begin); it->Valid(); it->Next()) {
+      QueueRecord rec;
+      absl::Status ds = DecodeQueue(
+          absl::string_view(it->value().data(), it->value().size()), &rec);
+      if (!ds.ok()) return ds;
+      auto q = std::make_shared<Queue>(storage_.get(), clock_,
+                                       dispatcher_.get(), rec);
+      if (absl::Status ls = q->Load(); !ls.ok()) {
+        return absl::Status(ls.code(), absl::StrCat("queue ", rec.name, ": ",
+                                                    ls.message()));
+      }
+      queues_[rec.name] = std::move(q);
+      next_queue_id_ = std::max(next_queue_id_, rec.id + 1);
+    }
+    return FromRocks(it->status(), "load queues");
+  }
+
+  absl::StatusOr<std::pair<QueueInfo, bool>> CreateQueue(
+      absl::string_view name, QueueConfig config) override {
+    if (absl::Status s = ValidateQueueName(name); !s.ok()) return s;
+    if (absl::Status s = NormalizeQueueConfig(&config); !s.ok()) return s;
+    absl::MutexLock lock(&mu_);
+    if (auto it = queues_.find(name); it != queues_.end()) {
+      QueueInfo info = it->second->info();
+      if (info.config != config) {
+        return absl::AlreadyExistsError(absl::StrCat(
+            "queue ", name, " already exists with a different configuration"));
+      }
+      return std::make_pair(std::move(info), false);
+    }
+    QueueRecord rec;
+    rec.id = next_queue_id_;
+    rec.name = std::string(name);
+    rec.create_time_us = absl::ToUnixMicros(clock_->Now());
+    rec.config = config;
+    rocksdb::WriteBatch batch;
+    std::string next;
+    PutFixed64BE(&next, rec.id + 1);
+    batch.Put(storage_->meta(), keys::NextQueueId(), next);
+    Queue::WriteNew(rec, *storage_, &batch);
+    if (absl::Status s = storage_->Write(&batch); !s.ok()) return s;
+    next_queue_id_ = rec.id + 1;
+    auto q =
+        std::make_shared<Queue>(storage_.get(), clock_, dispatcher_.get(), rec);
+    if (absl::Status s = q->Load(); !s.ok()) return s;
+    queues_[rec.name] = q;
+    return std::make_pair(q->info(), true);
+  }
+
+  absl::StatusOr<QueueInfo> GetQueue(absl::string_view name) override {
+    std::shared_ptr<Queue> q = Find(name);
+    if (q == nullptr) return QueueNotFound(name);
+    return q->info();
+  }
+
+  absl::StatusOr<std::vector<QueueInfo>> ListQueues(
+      absl::string_view prefix, absl::string_view start_after,
+      int limit) override {
+    std::vector<QueueInfo> out;
+    absl::ReaderMutexLock lock(&mu_);
+    auto it = start_after.empty() || start_after < prefix
+                  ? queues_.lower_bound(prefix)
+                  : queues_.upper_bound(start_after);
+    for (; it != queues_.end() && static_cast<int>(out.size()) < limit; ++it) {
+      if (!absl::StartsWith(it->first, prefix)) break;
+      out.push_back(it->second->info());
+    }
+    return out;
+  }
+
+  absl::Status DeleteQueue(absl::string_view name) override {
+    std::shared_ptr<Queue> q = Find(name);
+    if (q == nullptr) return QueueNotFound(name);
+    rocksdb::WriteBatch batch;
+    if (absl::Status s = q->Drop(&batch); !s.ok()) {
+      return s.code() == absl::StatusCode::kNotFound ? QueueNotFound(name) : s;
+    }
+    absl::MutexLock lock(&mu_);
+    if (auto it = queues_.find(name); it != queues_.end() && it->second == q) {
+      queues_.erase(it);
+    }
+    return absl::OkStatus();
+  }
+
+  absl::StatusOr<uint64_t> PurgeQueue(absl::string_view name) override {
+    std::shared_ptr<Queue> q = Find(name);
+    if (q == nullptr) return QueueNotFound(name);
+    return q->Purge();
+  }
+
+  absl::StatusOr<QueueStats> GetQueueStats(absl::string_view name) override {
+    std::shared_ptr<Queue> q = Find(name);
+    if (q == nullptr) return QueueNotFound(name);
+    return q->Stats();
+  }
+
+  absl::StatusOr<std::vector<uint64_t>> Send(
+      absl::string_view queue, absl::Span<const SendEntry> entries) override {
+    std::shared_ptr<Queue> q = Find(queue);
+    if (q == nullptr) return QueueNotFound(queue);
+    return q->Send(entries);
+  }
+
+  absl::StatusOr<std::vector<ReceivedMessage>> Receive(
+      absl::string_view queue, const ReceiveOptions& options) override {
+    std::shared_ptr<Queue> q = Find(queue);
+    if (q == nullptr) return QueueNotFound(queue);
+    bool parked;
+    return q->Receive(options, nullptr, &parked);
+  }
+
+  std::shared_ptr<ReceiveWaiter> ReceiveAsync(absl::string_view queue,
+                                              const ReceiveOptions& options,
+                                              absl::Duration wait,
+                                              ReceiveCallback done) override {
+    std::shared_ptr<Queue> q = Find(queue);
+    if (q == nullptr) {
+      done(QueueNotFound(queue));
+      return nullptr;
+    }
+    if (wait < absl::ZeroDuration() || wait > Limits::kMaxWaitTime) {
+      done(absl::InvalidArgumentError(
+          absl::StrCat("wait time ", absl::FormatDuration(wait),
+                       " is out of range [0, 20s]")));
+      return nullptr;
+    }
+    if (wait == absl::ZeroDuration()) {
+      bool parked;
+      done(q->Receive(options, nullptr, &parked));
+      return nullptr;
+    }
+    auto pending = std::make_shared<PendingReceive>(
+        q, options, clock_->Now() + wait, std::move(done), dispatcher_.get(),
+        clock_);
+    pending->Start();
+    return pending;
+  }
+
+  absl::StatusOr<std::vector<absl::Status>> Delete(
+      absl::string_view queue,
+      absl::Span<const std::string> receipts) override {
+    std::shared_ptr<Queue> q = Find(queue);
+    if (q == nullptr) return QueueNotFound(queue);
+    return q->Delete(receipts);
+  }
+
+  absl::StatusOr<std::vector<absl::Status>> ChangeVisibility(
+      absl::string_view queue,
+      absl::Span<const VisibilityChange> changes) override {
+    std::shared_ptr<Queue> q = Find(queue);
+    if (q == nullptr) return QueueNotFound(queue);
+    return q->ChangeVisibility(changes);
+  }
+
+ private:
+  std::shared_ptr<Queue> Find(absl::string_view name) {
+    absl::ReaderMutexLock lock(&mu_);
+    auto it = queues_.find(name);
+    return it == queues_.end() ? nullptr : it->second;
+  }
+
+  Clock* const clock_;
+  std::unique_ptr<Storage> storage_;
+  // Declared after storage_: destroyed first, so its tasks never outlive
+  // the database.
+  std::unique_ptr<Dispatcher> dispatcher_;
+
+  absl::Mutex mu_;
+  absl::btree_map<std::string, std::shared_ptr<Queue>, std::less<>> queues_
+      ABSL_GUARDED_BY(mu_);
+  uint64_t next_queue_id_ ABSL_GUARDED_BY(mu_) = 1;
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Engine>> Engine::Open(
+    const EngineOptions& options, const std::string& path) {
+  StorageOptions so;
+  so.sync = options.durability == Durability::kSync;
+  so.create_if_missing = options.create_if_missing;
+  so.env = options.env;
+  absl::StatusOr<std::unique_ptr<Storage>> storage = Storage::Open(so, path);
+  if (!storage.ok()) return storage.status();
+  auto engine = std::make_unique<EngineImpl>(options, std::move(*storage));
+  if (absl::Status s = engine->Load(); !s.ok()) return s;
+  return engine;
+}
+
+}  // namespace weir

@@ -1,0 +1,182 @@
+// Weir's queue engine: named, persistent, append-only message logs on RocksDB,
+// consumed as work queues with leases and visibility timeouts.
+//
+// An Engine is safe for concurrent use by any number of threads without
+// external synchronization. It holds no gRPC: the RPC layer translates to and
+// from these types.
+#ifndef WEIR_ENGINE_ENGINE_H_
+#define WEIR_ENGINE_ENGINE_H_
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+#include "absl/types/span.h"
+#include "engine/clock.h"
+#include "engine/queue_config.h"
+#include "engine/records.h"
+
+namespace rocksdb {
+class Env;
+}  // namespace rocksdb
+
+namespace weir {
+
+enum class Durability {
+  // A write returns once the write-ahead log is fsynced. Concurrent writers
+  // share one fsync (group commit). Survives power cuts.
+  kSync,
+  // A write returns once it is in the write-ahead log in the OS page cache.
+  // Survives a process crash; a power cut may lose the last writes.
+  kAsync,
+};
+
+struct EngineOptions {
+  Durability durability = Durability::kSync;
+  // Source of time for every deadline. Not owned; must outlive the Engine.
+  // Null means the real clock.
+  Clock* clock = nullptr;
+  // Threads that serve long-polling receivers. At least 1.
+  int delivery_threads = 4;
+  // RocksDB environment, for fault injection in tests. Not owned; must
+  // outlive the Engine. Null means the default.
+  rocksdb::Env* env = nullptr;
+  // Create the data directory if it does not exist.
+  bool create_if_missing = true;
+};
+
+struct QueueInfo {
+  std::string name;
+  QueueConfig config;
+  absl::Time create_time;
+};
+
+struct QueueStats {
+  uint64_t ready = 0;
+  uint64_t in_flight = 0;
+  uint64_t delayed = 0;
+  absl::Duration oldest_ready_age = absl::ZeroDuration();
+  uint64_t sent_total = 0;
+  uint64_t received_total = 0;
+  uint64_t deleted_total = 0;
+  uint64_t next_offset = 0;
+};
+
+// A message to append.
+struct SendEntry {
+  std::string body;
+  Attributes attributes;
+  // Unset: the queue's configured delay. 0..15 min.
+  std::optional<absl::Duration> delay;
+};
+
+struct ReceiveOptions {
+  // 1..1000.
+  int max_messages = 1;
+  // Unset: the queue's configured visibility timeout. 0..12 h.
+  std::optional<absl::Duration> visibility_timeout;
+};
+
+struct ReceivedMessage {
+  uint64_t offset = 0;
+  std::string body;
+  Attributes attributes;
+  absl::Time enqueue_time;
+  uint32_t receive_count = 0;
+  std::string receipt_handle;
+  absl::Time lease_deadline;
+};
+
+struct VisibilityChange {
+  std::string receipt_handle;
+  // From now: 0 releases the message at once; > 0 extends or postpones.
+  absl::Duration visibility_timeout;
+};
+
+// Cancels a pending long-poll receive. Thread-safe.
+class ReceiveWaiter {
+ public:
+  virtual ~ReceiveWaiter() = default;
+  // Ends the wait: the callback runs with CANCELLED unless it already ran or
+  // is running. Never blocks.
+  virtual void Cancel() = 0;
+};
+
+using ReceiveCallback =
+    std::function<void(absl::StatusOr<std::vector<ReceivedMessage>>)>;
+
+// Status codes, for every call: NOT_FOUND for an unknown queue,
+// INVALID_ARGUMENT for bad input (nothing is changed), UNAVAILABLE or
+// RESOURCE_EXHAUSTED when storage fails to write (nothing acknowledged is
+// lost), DATA_LOSS when a stored record is corrupted.
+class Engine {
+ public:
+  // Opens (and by default creates) the engine's data in directory `path`,
+  // rebuilding in-memory indexes from what is stored. On success the caller
+  // owns the Engine; destroying it waits for in-flight calls and closes the
+  // database.
+  static absl::StatusOr<std::unique_ptr<Engine>> Open(
+      const EngineOptions& options, const std::string& path);
+
+  virtual ~Engine() = default;
+
+  // Creates a queue. `config` zero fields take defaults. Returns the stored
+  // queue and whether it was created now. An existing queue with the same
+  // effective configuration is returned unchanged (created = false); with a
+  // different one the call fails with ALREADY_EXISTS.
+  virtual absl::StatusOr<std::pair<QueueInfo, bool>> CreateQueue(
+      absl::string_view name, QueueConfig config) = 0;
+  virtual absl::StatusOr<QueueInfo> GetQueue(absl::string_view name) = 0;
+  // Queues in name order, starting after `start_after`, at most `limit`.
+  virtual absl::StatusOr<std::vector<QueueInfo>> ListQueues(
+      absl::string_view prefix, absl::string_view start_after,
+      int limit) = 0;
+  // Deletes the queue and all its messages. Pending receivers get NOT_FOUND.
+  virtual absl::Status DeleteQueue(absl::string_view name) = 0;
+  // Removes every message; returns how many were removed. Offsets go on
+  // from where they were.
+  virtual absl::StatusOr<uint64_t> PurgeQueue(absl::string_view name) = 0;
+  virtual absl::StatusOr<QueueStats> GetQueueStats(absl::string_view name) = 0;
+
+  // Appends `entries` atomically: all or none. Returns their offsets, in
+  // order. Durable per the engine's Durability when it returns.
+  virtual absl::StatusOr<std::vector<uint64_t>> Send(
+      absl::string_view queue, absl::Span<const SendEntry> entries) = 0;
+
+  // Leases up to options.max_messages ready messages; returns at once, with
+  // an empty vector when none is ready. Leases are durable when it returns.
+  virtual absl::StatusOr<std::vector<ReceivedMessage>> Receive(
+      absl::string_view queue, const ReceiveOptions& options) = 0;
+
+  // Like Receive, but when no message is ready waits up to `wait` for one
+  // (at most 20 s) without holding a thread. `done` runs exactly once, on an
+  // engine thread or the calling thread. The returned waiter may be used to
+  // cancel; it may be dropped.
+  virtual std::shared_ptr<ReceiveWaiter> ReceiveAsync(
+      absl::string_view queue, const ReceiveOptions& options,
+      absl::Duration wait, ReceiveCallback done) = 0;
+
+  // Deletes leased messages by receipt. The outer status is for the whole
+  // call (unknown queue, bad batch size); the vector has one status per
+  // receipt: OK (also for a message already deleted), INVALID_ARGUMENT for a
+  // malformed receipt or one of another queue, FAILED_PRECONDITION when the
+  // message has been leased again since the receipt was issued.
+  virtual absl::StatusOr<std::vector<absl::Status>> Delete(
+      absl::string_view queue, absl::Span<const std::string> receipts) = 0;
+
+  // Changes lease deadlines by receipt; statuses as for Delete, plus
+  // FAILED_PRECONDITION for a message already deleted.
+  virtual absl::StatusOr<std::vector<absl::Status>> ChangeVisibility(
+      absl::string_view queue, absl::Span<const VisibilityChange> changes) = 0;
+};
+
+}  // namespace weir
+
+#endif  // WEIR_ENGINE_ENGINE_H_

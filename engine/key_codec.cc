@@ -1,0 +1,118 @@
+#include "engine/key_codec.h"
+
+#include "engine/coding.h"
+
+namespace weir {
+namespace keys {
+
+std::string QueueName(absl::string_view name) {
+  std::string k = "N";
+  k.append(name.data(), name.size());
+  return k;
+}
+
+std::string Queue(uint64_t qid) {
+  std::string k = "Q";
+  PutFixed64BE(&k, qid);
+  return k;
+}
+
+std::string Group(uint64_t qid, uint32_t gid) {
+  std::string k = GroupPrefix(qid);
+  PutFixed32BE(&k, gid);
+  return k;
+}
+
+std::string GroupPrefix(uint64_t qid) {
+  std::string k = "G";
+  PutFixed64BE(&k, qid);
+  return k;
+}
+
+std::string Counters(uint64_t qid, uint32_t gid) {
+  std::string k = CountersPrefix(qid);
+  PutFixed32BE(&k, gid);
+  return k;
+}
+
+std::string CountersPrefix(uint64_t qid) {
+  std::string k = "T";
+  PutFixed64BE(&k, qid);
+  return k;
+}
+
+std::string NextQueueId() { return "X"; }
+
+std::string Message(uint64_t qid, uint64_t offset) {
+  std::string k;
+  k.reserve(16);
+  PutFixed64BE(&k, qid);
+  PutFixed64BE(&k, offset);
+  return k;
+}
+
+bool ParseMessage(absl::string_view key, uint64_t* qid, uint64_t* offset) {
+  if (key.size() != 16) return false;
+  *qid = DecodeFixed64BE(key.data());
+  *offset = DecodeFixed64BE(key.data() + 8);
+  return true;
+}
+
+std::string GroupOffset(uint64_t qid, uint32_t gid, uint64_t offset) {
+  std::string k;
+  k.reserve(20);
+  PutFixed64BE(&k, qid);
+  PutFixed32BE(&k, gid);
+  PutFixed64BE(&k, offset);
+  return k;
+}
+
+bool ParseGroupOffset(absl::string_view key, uint64_t* qid, uint32_t* gid,
+                      uint64_t* offset) {
+  if (key.size() != 20) return false;
+  *qid = DecodeFixed64BE(key.data());
+  *gid = DecodeFixed32BE(key.data() + 8);
+  *offset = DecodeFixed64BE(key.data() + 12);
+  return true;
+}
+
+std::string Delay(uint64_t qid, uint64_t visible_at_us, uint64_t offset) {
+  std::string k = "D";
+  PutFixed64BE(&k, qid);
+  PutFixed64BE(&k, visible_at_us);
+  PutFixed64BE(&k, offset);
+  return k;
+}
+
+bool ParseDelay(absl::string_view key, uint64_t* qid, uint64_t* visible_at_us,
+                uint64_t* offset) {
+  if (key.size() != 25 || key[0] != 'D') return false;
+  *qid = DecodeFixed64BE(key.data() + 1);
+  *visible_at_us = DecodeFixed64BE(key.data() + 9);
+  *offset = DecodeFixed64BE(key.data() + 17);
+  return true;
+}
+
+std::string PrefixSuccessor(absl::string_view prefix) {
+  std::string s(prefix);
+  while (!s.empty()) {
+    unsigned char last = static_cast<unsigned char>(s.back());
+    if (last != 0xff) {
+      s.back() = static_cast<char>(last + 1);
+      return s;
+    }
+    s.pop_back();
+  }
+  return s;  // Unreachable for valid prefixes.
+}
+
+std::string QueueBegin(uint64_t qid) {
+  std::string k;
+  PutFixed64BE(&k, qid);
+  return k;
+}
+
+std::string QueueEnd(uint64_t qid) { return PrefixSuccessor(QueueBegin(qid)); }
+
+}  // namespace keys
+}  // namespace weir

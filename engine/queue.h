@@ -1,0 +1,176 @@
+// One queue: its configuration, its offsets, its consumer groups' state, and
+// the waiters parked on it. Decisions are made in memory under the queue's
+// lock; the RocksDB write that makes them durable happens outside it, so
+// concurrent callers share fsyncs (group commit). Entries being written are
+// marked busy, and the in-memory state is committed (or rolled back) once the
+// write returns. Nothing is acknowledged before it is durable.
+#ifndef WEIR_ENGINE_QUEUE_H_
+#define WEIR_ENGINE_QUEUE_H_
+
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/btree_set.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/types/span.h"
+#include "engine/clock.h"
+#include "engine/dispatcher.h"
+#include "engine/engine.h"
+#include "engine/group_state.h"
+#include "engine/records.h"
+#include "engine/storage.h"
+
+namespace weir {
+
+// Something parked until a queue may have messages for it.
+class QueueWaiter {
+ public:
+  virtual ~QueueWaiter() = default;
+  // Called under the queue's lock just before the waiter is parked. Returns
+  // false to refuse because it was woken meanwhile (the caller retries).
+  virtual bool OnPark() = 0;
+  // Whether it is still parked (not woken, cancelled or timed out).
+  virtual bool Parked() = 0;
+  // Called without the queue's lock: messages may be available.
+  virtual void Wake() = 0;
+};
+
+class Queue : public std::enable_shared_from_this<Queue> {
+ public:
+  Queue(Storage* storage, Clock* clock, Dispatcher* dispatcher,
+        const QueueRecord& record);
+
+  // Rebuilds the in-memory state from storage. Call once, before sharing.
+  absl::Status Load();
+  // Adds the records of a new queue (name, configuration, default group) to
+  // `batch`.
+  static void WriteNew(const QueueRecord& record, const Storage& storage,
+                       rocksdb::WriteBatch* batch);
+
+  uint64_t id() const { return id_; }
+  const std::string& name() const { return name_; }
+  QueueInfo info() const;
+
+  absl::StatusOr<std::vector<uint64_t>> Send(absl::Span<const SendEntry> entries);
+
+  // Leases up to options.max_messages. When none is ready and `waiter` is
+  // given, parks it (atomically with finding nothing) and sets *parked.
+  absl::StatusOr<std::vector<ReceivedMessage>> Receive(
+      const ReceiveOptions& options, std::shared_ptr<QueueWaiter> waiter,
+      bool* parked);
+
+  absl::StatusOr<std::vector<absl::Status>> Delete(
+      absl::Span<const std::string> receipts);
+  absl::StatusOr<std::vector<absl::Status>> ChangeVisibility(
+      absl::Span<const VisibilityChange> changes);
+
+  absl::StatusOr<uint64_t> Purge();
+  absl::StatusOr<QueueStats> Stats();
+
+  // Removes every record of the queue in `batch`'s write; afterwards every
+  // call fails with NOT_FOUND and parked waiters are woken.
+  absl::Status Drop(rocksdb::WriteBatch* batch);
+  // Engine shutdown: calls fail with UNAVAILABLE; parked waiters are woken.
+  void Close();
+
+ private:
+  struct Group {
+    explicit Group(GroupState s) : state(std::move(s)) {}
+    GroupState state;
+    // The delete floor as last written to storage.
+    uint64_t persisted_floor = 0;
+    bool floor_write_in_flight = false;
+    absl::Time last_floor_write = absl::InfinitePast();
+    // Totals; `sent` is kept in the default group's.
+    Counters counters;
+  };
+
+  // A receipt checked and resolved to a lease about to change.
+  struct Change {
+    size_t index;  // In the caller's batch.
+    Group* group;
+    uint64_t offset;
+    uint32_t receive_count;
+  };
+
+  // Fails unless the queue is open; waits while a purge runs.
+  absl::Status EnterLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void ExitLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  Group* FindGroupLocked(uint32_t gid) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  Group& DefaultGroupLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  // Resolves receipts to idle leases (waiting for busy ones), marks them busy,
+  // and fills `results` for receipts that resolve to nothing to change.
+  // `deleting` picks the answer for an already deleted message.
+  std::vector<Change> ResolveReceiptsLocked(
+      absl::Span<const std::string> receipts, bool deleting,
+      std::vector<absl::Status>* results) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  // Adds the delete-floor write (group record plus range deletes of what is
+  // below the floor) to `batch` when it is due. Returns the floor written, or
+  // 0 when nothing was added.
+  uint64_t MaybeWriteFloorLocked(Group& g, absl::Time now,
+                                 rocksdb::WriteBatch* batch)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void FinishFloorWriteLocked(Group& g, uint64_t floor, bool ok)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  // Number of messages in [g.cursor, committed_) that can be delivered now,
+  // and how many are held back by a delay.
+  void CountFreshLocked(const GroupState& g, absl::Time now, uint64_t* ready,
+                        uint64_t* delayed) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  // Takes up to `n` parked waiters to wake (call Wake outside the lock).
+  std::vector<std::shared_ptr<QueueWaiter>> TakeWaitersLocked(size_t n)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Arms a timer for the next lease deadline while waiters are parked.
+  void ScheduleCheckLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Timer callback: wakes waiters if leases lapsed.
+  void CheckDeadlines();
+  static void WakeAll(const std::vector<std::shared_ptr<QueueWaiter>>& ws);
+
+  Storage* const storage_;
+  Clock* const clock_;
+  Dispatcher* const dispatcher_;
+  const uint64_t id_;
+  const std::string name_;
+  const absl::Time create_time_;
+  const QueueConfig config_;
+
+  mutable absl::Mutex mu_;
+  // Signalled when busy entries, writes in flight or a purge finish.
+  absl::CondVar changed_;
+  absl::Status closed_ ABSL_GUARDED_BY(mu_);  // Non-OK once dropped/closed.
+  bool exclusive_ ABSL_GUARDED_BY(mu_) = false;
+  int writes_in_flight_ ABSL_GUARDED_BY(mu_) = 0;
+
+  // Next offset to hand out, and the end of the durable prefix: every offset
+  // below committed_ is written (or failed, see holes_).
+  uint64_t next_offset_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t committed_ ABSL_GUARDED_BY(mu_) = 0;
+  // Sends being written: first offset -> (end offset, finished).
+  std::map<uint64_t, std::pair<uint64_t, bool>> pending_sends_
+      ABSL_GUARDED_BY(mu_);
+  // Offsets below committed_ whose write failed: they hold no message.
+  absl::btree_set<uint64_t> holes_ ABSL_GUARDED_BY(mu_);
+  // Messages not visible yet: offset -> visible at.
+  absl::flat_hash_map<uint64_t, absl::Time> delayed_ ABSL_GUARDED_BY(mu_);
+
+  std::map<uint32_t, std::unique_ptr<Group>> groups_ ABSL_GUARDED_BY(mu_);
+
+  std::deque<std::shared_ptr<QueueWaiter>> waiters_ ABSL_GUARDED_BY(mu_);
+  absl::Time next_check_ ABSL_GUARDED_BY(mu_) = absl::InfiniteFuture();
+};
+
+}  // namespace weir
+
+#endif  // WEIR_ENGINE_QUEUE_H_

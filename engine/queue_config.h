@@ -1,0 +1,52 @@
+// A queue's configuration: defaults, limits and validation.
+#ifndef WEIR_ENGINE_QUEUE_CONFIG_H_
+#define WEIR_ENGINE_QUEUE_CONFIG_H_
+
+#include <cstdint>
+
+#include "absl/status/status.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+
+namespace weir {
+
+// Limits that apply to every queue.
+struct Limits {
+  static constexpr size_t kMaxQueueNameLength = 80;
+  static constexpr absl::Duration kMaxVisibilityTimeout = absl::Hours(12);
+  static constexpr absl::Duration kMaxDelay = absl::Minutes(15);
+  static constexpr absl::Duration kMaxWaitTime = absl::Seconds(20);
+  static constexpr int64_t kMaxMessageBytes = 4 << 20;
+  static constexpr int kMaxBatchEntries = 1000;
+  static constexpr size_t kMaxAttributeKeyLength = 256;
+};
+
+// Per-queue settings. A zero field means "use the default" when a queue is
+// created; the stored configuration always has the defaults filled in.
+struct QueueConfig {
+  // How long a received message stays leased when Receive names no timeout.
+  absl::Duration visibility_timeout = absl::Seconds(30);
+  // Largest message accepted: body plus attribute keys and values.
+  int64_t max_message_bytes = 256 << 10;
+  // Delay applied to messages sent without one.
+  absl::Duration delay = absl::ZeroDuration();
+
+  friend bool operator==(const QueueConfig& a, const QueueConfig& b) {
+    return a.visibility_timeout == b.visibility_timeout &&
+           a.max_message_bytes == b.max_message_bytes && a.delay == b.delay;
+  }
+  friend bool operator!=(const QueueConfig& a, const QueueConfig& b) {
+    return !(a == b);
+  }
+};
+
+// Returns `config` with zero fields replaced by the defaults, or
+// INVALID_ARGUMENT naming the first field out of range.
+absl::Status NormalizeQueueConfig(QueueConfig* config);
+
+// OK if `name` is 1-80 characters of [A-Za-z0-9_-]; INVALID_ARGUMENT if not.
+absl::Status ValidateQueueName(absl::string_view name);
+
+}  // namespace weir
+
+#endif  // WEIR_ENGINE_QUEUE_CONFIG_H_

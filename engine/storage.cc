@@ -1,0 +1,121 @@
+#include "engine/storage.h"
+
+#include "absl/strings/str_cat.h"
+#include "engine/coding.h"
+#include "engine/key_codec.h"
+#include "rocksdb/filter_policy.h"
+#include "rocksdb/merge_operator.h"
+#include "rocksdb/table.h"
+#include "rocksdb/utilities/table_properties_collectors.h"
+
+namespace weir {
+namespace {
+
+// Adds fixed-width big-endian uint64 vectors field by field (Counters).
+class AddUint64sOperator : public rocksdb::AssociativeMergeOperator {
+ public:
+  bool Merge(const rocksdb::Slice& /*key*/, const rocksdb::Slice* existing,
+             const rocksdb::Slice& value, std::string* new_value,
+             rocksdb::Logger* /*logger*/) const override {
+    if (value.size() % 8 != 0) return false;
+    if (existing == nullptr) {
+      new_value->assign(value.data(), value.size());
+      return true;
+    }
+    if (existing->size() != value.size()) return false;
+    new_value->clear();
+    for (size_t i = 0; i < value.size(); i += 8) {
+      PutFixed64BE(new_value, DecodeFixed64BE(existing->data() + i) +
+                                  DecodeFixed64BE(value.data() + i));
+    }
+    return true;
+  }
+  const char* Name() const override { return "weir.AddUint64s"; }
+};
+
+rocksdb::ColumnFamilyOptions BaseCfOptions() {
+  rocksdb::ColumnFamilyOptions cf;
+  rocksdb::BlockBasedTableOptions table;
+  table.filter_policy.reset(rocksdb::NewBloomFilterPolicy(10));
+  table.whole_key_filtering = true;
+  cf.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
+  cf.compression = rocksdb::kNoCompression;
+  return cf;
+}
+
+// Column families whose keys are deleted in bulk (consumed messages and
+// their lease records) are compacted when a file fills with tombstones, so
+// iterators and disk usage do not suffer from deleted data.
+rocksdb::ColumnFamilyOptions QueueLogCfOptions() {
+  rocksdb::ColumnFamilyOptions cf = BaseCfOptions();
+  cf.table_properties_collector_factories.push_back(
+      rocksdb::NewCompactOnDeletionCollectorFactory(
+          /*sliding_window_size=*/4096, /*deletion_trigger=*/1024,
+          /*deletion_ratio=*/0.5));
+  return cf;
+}
+
+}  // namespace
+
+absl::Status FromRocks(const rocksdb::Status& s, const char* what) {
+  if (s.ok()) return absl::OkStatus();
+  const std::string msg = absl::StrCat(what, ": ", s.ToString());
+  if (s.IsNoSpace() || s.subcode() == rocksdb::Status::kSpaceLimit) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat(msg, " (storage is full; writes resume once space is "
+                          "freed)"));
+  }
+  if (s.IsCorruption()) return absl::DataLossError(msg);
+  if (s.IsNotFound()) return absl::NotFoundError(msg);
+  if (s.IsInvalidArgument()) return absl::InvalidArgumentError(msg);
+  if (s.IsBusy() || s.IsTryAgain() || s.IsTimedOut()) {
+    return absl::UnavailableError(msg);
+  }
+  if (s.IsIOError()) return absl::UnavailableError(msg);
+  return absl::InternalError(msg);
+}
+
+absl::StatusOr<std::unique_ptr<Storage>> Storage::Open(
+    const StorageOptions& options, const std::string& path) {
+  rocksdb::DBOptions db_options;
+  db_options.create_if_missing = options.create_if_missing;
+  db_options.create_missing_column_families = true;
+  if (options.env != nullptr) db_options.env = options.env;
+  db_options.max_background_jobs = 2;
+  db_options.enable_pipelined_write = true;
+  db_options.keep_log_file_num = 4;
+  db_options.max_total_wal_size = 256 << 20;
+  db_options.wal_recovery_mode =
+      rocksdb::WALRecoveryMode::kPointInTimeRecovery;
+
+  rocksdb::ColumnFamilyOptions meta = BaseCfOptions();
+  meta.merge_operator = std::make_shared<AddUint64sOperator>();
+  std::vector<rocksdb::ColumnFamilyDescriptor> cfs = {
+      {rocksdb::kDefaultColumnFamilyName, BaseCfOptions()},
+      {kMetaCf, meta},
+      {kMessagesCf, QueueLogCfOptions()},
+      {kLeasesCf, QueueLogCfOptions()},
+      {kDeletedCf, QueueLogCfOptions()},
+      {kIndexCf, QueueLogCfOptions()},
+  };
+
+  std::unique_ptr<Storage> storage(new Storage);
+  rocksdb::Status s = rocksdb::DB::Open(db_options, path, cfs,
+                                        &storage->handles_, &storage->db_);
+  if (!s.ok()) return FromRocks(s, "open database");
+  storage->write_options_.sync = options.sync;
+  return storage;
+}
+
+Storage::~Storage() {
+  if (db_ == nullptr) return;
+  for (auto* h : handles_) db_->DestroyColumnFamilyHandle(h);
+  db_->Close();
+  delete db_;
+}
+
+absl::Status Storage::Write(rocksdb::WriteBatch* batch) {
+  return FromRocks(db_->Write(write_options_, batch), "write");
+}
+
+}  // namespace weir

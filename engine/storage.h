@@ -1,0 +1,56 @@
+// The RocksDB database behind an Engine: its column families (see
+// key_codec.h), tuning, and the mapping of RocksDB errors to absl::Status.
+#ifndef WEIR_ENGINE_STORAGE_H_
+#define WEIR_ENGINE_STORAGE_H_
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "rocksdb/db.h"
+#include "rocksdb/write_batch.h"
+
+namespace weir {
+
+struct StorageOptions {
+  bool sync = true;
+  bool create_if_missing = true;
+  rocksdb::Env* env = nullptr;  // Not owned. Null: the default Env.
+};
+
+// Owns the open database and its column family handles. Thread-safe.
+class Storage {
+ public:
+  static absl::StatusOr<std::unique_ptr<Storage>> Open(
+      const StorageOptions& options, const std::string& path);
+  ~Storage();
+
+  rocksdb::DB* db() const { return db_; }
+  rocksdb::ColumnFamilyHandle* meta() const { return handles_[1]; }
+  rocksdb::ColumnFamilyHandle* messages() const { return handles_[2]; }
+  rocksdb::ColumnFamilyHandle* leases() const { return handles_[3]; }
+  rocksdb::ColumnFamilyHandle* deleted() const { return handles_[4]; }
+  rocksdb::ColumnFamilyHandle* index() const { return handles_[5]; }
+
+  // Applies `batch` atomically with the configured durability. Concurrent
+  // calls are committed together (one WAL write and fsync for the group).
+  absl::Status Write(rocksdb::WriteBatch* batch);
+
+ private:
+  Storage() = default;
+
+  rocksdb::DB* db_ = nullptr;
+  // [0] is RocksDB's default column family; the rest as named above.
+  std::vector<rocksdb::ColumnFamilyHandle*> handles_;
+  rocksdb::WriteOptions write_options_;
+};
+
+// Maps a RocksDB status to an absl::Status with the same meaning: no space
+// is RESOURCE_EXHAUSTED, other I/O errors UNAVAILABLE, corruption DATA_LOSS.
+absl::Status FromRocks(const rocksdb::Status& s, const char* what);
+
+}  // namespace weir
+
+#endif  // WEIR_ENGINE_STORAGE_H_
