@@ -157,8 +157,8 @@ class EngineImpl : public Engine {
   EngineImpl(const EngineOptions& options, std::unique_ptr<Storage> storage)
       : clock_(options.clock != nullptr ? options.clock : Clock::Real()),
         storage_(std::move(storage)),
-        dispatcher_(std::make_unique<Dispatcher>(clock_,
-                                                 options.delivery_threads)) {}
+        dispatcher_(
+            std::make_unique<Dispatcher>(clock_, options.delivery_threads)) {}
 
   ~EngineImpl() override {
     std::vector<std::shared_ptr<Queue>> queues;
@@ -201,8 +201,8 @@ class EngineImpl : public Engine {
       auto q = std::make_shared<Queue>(storage_.get(), clock_,
                                        dispatcher_.get(), rec);
       if (absl::Status ls = q->Load(); !ls.ok()) {
-        return absl::Status(ls.code(), absl::StrCat("queue ", rec.name, ": ",
-                                                    ls.message()));
+        return absl::Status(
+            ls.code(), absl::StrCat("queue ", rec.name, ": ", ls.message()));
       }
       queues_[rec.name] = std::move(q);
       next_queue_id_ = std::max(next_queue_id_, rec.id + 1);

@@ -136,8 +136,7 @@ class Engine {
   virtual absl::StatusOr<QueueInfo> GetQueue(absl::string_view name) = 0;
   // Queues in name order, starting after `start_after`, at most `limit`.
   virtual absl::StatusOr<std::vector<QueueInfo>> ListQueues(
-      absl::string_view prefix, absl::string_view start_after,
-      int limit) = 0;
+      absl::string_view prefix, absl::string_view start_after, int limit) = 0;
   // Deletes the queue and all its messages. Pending receivers get NOT_FOUND.
   virtual absl::Status DeleteQueue(absl::string_view name) = 0;
   // Removes every message; returns how many were removed. Offsets go on

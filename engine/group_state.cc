@@ -149,8 +149,10 @@ void GroupState::AbortChange(uint64_t offset) {
 void GroupState::MarkGone(uint64_t offset) {
   auto it = leases_.find(offset);
   if (it != leases_.end()) {
-    if (it->second.busy) --busy_;
-    else Unindex(offset, it->second);
+    if (it->second.busy)
+      --busy_;
+    else
+      Unindex(offset, it->second);
     leases_.erase(it);
   }
   MarkDeleted(offset);

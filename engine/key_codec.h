@@ -38,12 +38,12 @@ namespace keys {
 // meta
 std::string QueueName(absl::string_view name);  // 'N' name
 inline constexpr char kQueueNamePrefix[] = "N";
-std::string Queue(uint64_t qid);                 // 'Q' qid
-std::string Group(uint64_t qid, uint32_t gid);   // 'G' qid gid
-std::string GroupPrefix(uint64_t qid);           // 'G' qid
+std::string Queue(uint64_t qid);                   // 'Q' qid
+std::string Group(uint64_t qid, uint32_t gid);     // 'G' qid gid
+std::string GroupPrefix(uint64_t qid);             // 'G' qid
 std::string Counters(uint64_t qid, uint32_t gid);  // 'T' qid gid
 std::string CountersPrefix(uint64_t qid);          // 'T' qid
-std::string NextQueueId();                       // 'X'
+std::string NextQueueId();                         // 'X'
 
 // messages
 std::string Message(uint64_t qid, uint64_t offset);

@@ -56,9 +56,8 @@ absl::Status ValidateVisibilityTimeout(absl::Duration d) {
 
 absl::Status ValidateBatchSize(size_t n, const char* what) {
   if (n == 0 || n > static_cast<size_t>(Limits::kMaxBatchEntries)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(what, " must have 1-", Limits::kMaxBatchEntries,
-                     " entries, got ", n));
+    return absl::InvalidArgumentError(absl::StrCat(
+        what, " must have 1-", Limits::kMaxBatchEntries, " entries, got ", n));
   }
   return absl::OkStatus();
 }
@@ -127,8 +126,9 @@ absl::Status Queue::Load() {
     it->SeekForPrev(keys::QueueEnd(id_));
     uint64_t qid, offset;
     if (it->Valid() &&
-        keys::ParseMessage(absl::string_view(it->key().data(), it->key().size()),
-                           &qid, &offset) &&
+        keys::ParseMessage(
+            absl::string_view(it->key().data(), it->key().size()), &qid,
+            &offset) &&
         qid == id_) {
       next = offset + 1;
     }
@@ -193,8 +193,9 @@ absl::Status Queue::Load() {
         db->NewIterator(ro, storage_->index()));
     for (it->Seek(keys::Delay(id_, ToUs(now), 0)); it->Valid(); it->Next()) {
       uint64_t qid, visible_us, offset;
-      if (!keys::ParseDelay(absl::string_view(it->key().data(), it->key().size()),
-                            &qid, &visible_us, &offset)) {
+      if (!keys::ParseDelay(
+              absl::string_view(it->key().data(), it->key().size()), &qid,
+              &visible_us, &offset)) {
         return absl::DataLossError("corrupted delay index key");
       }
       delayed_[offset] = FromUs(static_cast<int64_t>(visible_us));
@@ -226,22 +227,22 @@ absl::StatusOr<std::vector<uint64_t>> Queue::Send(
     const SendEntry& e = entries[i];
     const size_t bytes = MessageBytes(e.body, e.attributes);
     if (bytes > static_cast<size_t>(config_.max_message_bytes)) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "entry ", i, ": message of ", bytes,
-          " bytes exceeds the queue's max_message_bytes ",
-          config_.max_message_bytes));
+      return absl::InvalidArgumentError(
+          absl::StrCat("entry ", i, ": message of ", bytes,
+                       " bytes exceeds the queue's max_message_bytes ",
+                       config_.max_message_bytes));
     }
-    if (e.delay.has_value() && (*e.delay < absl::ZeroDuration() ||
-                                *e.delay > Limits::kMaxDelay)) {
+    if (e.delay.has_value() &&
+        (*e.delay < absl::ZeroDuration() || *e.delay > Limits::kMaxDelay)) {
       return absl::InvalidArgumentError(
           absl::StrCat("entry ", i, ": delay ", absl::FormatDuration(*e.delay),
                        " is out of range [0, 15m]"));
     }
     for (const auto& [k, v] : e.attributes) {
       if (k.empty() || k.size() > Limits::kMaxAttributeKeyLength) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "entry ", i, ": attribute names must be 1-",
-            Limits::kMaxAttributeKeyLength, " bytes"));
+        return absl::InvalidArgumentError(
+            absl::StrCat("entry ", i, ": attribute names must be 1-",
+                         Limits::kMaxAttributeKeyLength, " bytes"));
       }
     }
   }
@@ -400,8 +401,8 @@ absl::StatusOr<std::vector<ReceivedMessage>> Queue::Receive(
   std::vector<std::string> values;
   std::vector<rocksdb::ColumnFamilyHandle*> cfs(read_keys.size(),
                                                 storage_->messages());
-  std::vector<rocksdb::Status> read_status = storage_->db()->MultiGet(
-      rocksdb::ReadOptions(), cfs, read_keys, &values);
+  std::vector<rocksdb::Status> read_status =
+      storage_->db()->MultiGet(rocksdb::ReadOptions(), cfs, read_keys, &values);
 
   absl::Status st;
   std::vector<ReceivedMessage> out;
@@ -523,8 +524,8 @@ std::vector<Queue::Change> Queue::ResolveReceiptsLocked(
     }
     const Receipt& r = *decoded[i];
     if (r.queue_id != id_) {
-      result = absl::InvalidArgumentError(
-          "receipt handle belongs to another queue");
+      result =
+          absl::InvalidArgumentError("receipt handle belongs to another queue");
       continue;
     }
     Group* g = FindGroupLocked(r.group_id);
@@ -655,7 +656,8 @@ absl::StatusOr<std::vector<absl::Status>> Queue::Delete(
 
   absl::flat_hash_map<uint32_t, uint64_t> per_group;
   for (const Change& c : changes) {
-    const std::string key = keys::GroupOffset(id_, c.group->state.id(), c.offset);
+    const std::string key =
+        keys::GroupOffset(id_, c.group->state.id(), c.offset);
     batch.Delete(storage_->leases(), key);
     batch.Put(storage_->deleted(), key, "");
     ++per_group[c.group->state.id()];
@@ -704,7 +706,8 @@ absl::StatusOr<std::vector<absl::Status>> Queue::ChangeVisibility(
   // Entries with a bad timeout get their error and take no part.
   std::vector<std::string> checked = receipts;
   for (size_t i = 0; i < changes_in.size(); ++i) {
-    absl::Status s = ValidateVisibilityTimeout(changes_in[i].visibility_timeout);
+    absl::Status s =
+        ValidateVisibilityTimeout(changes_in[i].visibility_timeout);
     if (!s.ok()) {
       results[i] = s;
       checked[i].clear();

@@ -59,7 +59,8 @@ class Queue : public std::enable_shared_from_this<Queue> {
   const std::string& name() const { return name_; }
   QueueInfo info() const;
 
-  absl::StatusOr<std::vector<uint64_t>> Send(absl::Span<const SendEntry> entries);
+  absl::StatusOr<std::vector<uint64_t>> Send(
+      absl::Span<const SendEntry> entries);
 
   // Leases up to options.max_messages. When none is ready and `waiter` is
   // given, parks it (atomically with finding nothing) and sets *parked.

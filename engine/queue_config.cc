@@ -9,10 +9,9 @@ absl::Status NormalizeQueueConfig(QueueConfig* config) {
   const QueueConfig defaults;
   if (config->visibility_timeout < absl::ZeroDuration() ||
       config->visibility_timeout > Limits::kMaxVisibilityTimeout) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("visibility_timeout ",
-                     absl::FormatDuration(config->visibility_timeout),
-                     " is out of range [0, 12h]"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "visibility_timeout ", absl::FormatDuration(config->visibility_timeout),
+        " is out of range [0, 12h]"));
   }
   if (config->visibility_timeout == absl::ZeroDuration()) {
     config->visibility_timeout = defaults.visibility_timeout;
@@ -45,9 +44,9 @@ absl::Status ValidateQueueName(absl::string_view name) {
     const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
                     (c >= '0' && c <= '9') || c == '_' || c == '-';
     if (!ok) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "queue name may contain only [A-Za-z0-9_-], got \"",
-          absl::CHexEscape(name), "\""));
+      return absl::InvalidArgumentError(
+          absl::StrCat("queue name may contain only [A-Za-z0-9_-], got \"",
+                       absl::CHexEscape(name), "\""));
     }
   }
   return absl::OkStatus();

@@ -46,7 +46,8 @@ absl::StatusOr<Receipt> DecodeReceipt(absl::string_view handle) {
       !r.GetFixed32BE(&out.receive_count) || !r.GetFixed32BE(&checksum)) {
     return invalid();
   }
-  if (checksum != Checksum32(absl::string_view(raw).substr(0, raw.size() - 4)) ||
+  if (checksum !=
+          Checksum32(absl::string_view(raw).substr(0, raw.size() - 4)) ||
       EncodeReceipt(out) != handle) {
     return invalid();
   }

@@ -62,8 +62,9 @@ absl::Status FromRocks(const rocksdb::Status& s, const char* what) {
   const std::string msg = absl::StrCat(what, ": ", s.ToString());
   if (s.IsNoSpace() || s.subcode() == rocksdb::Status::kSpaceLimit) {
     return absl::ResourceExhaustedError(
-        absl::StrCat(msg, " (storage is full; writes resume once space is "
-                          "freed)"));
+        absl::StrCat(msg,
+                     " (storage is full; writes resume once space is "
+                     "freed)"));
   }
   if (s.IsCorruption()) return absl::DataLossError(msg);
   if (s.IsNotFound()) return absl::NotFoundError(msg);
@@ -85,8 +86,7 @@ absl::StatusOr<std::unique_ptr<Storage>> Storage::Open(
   db_options.enable_pipelined_write = true;
   db_options.keep_log_file_num = 4;
   db_options.max_total_wal_size = 256 << 20;
-  db_options.wal_recovery_mode =
-      rocksdb::WALRecoveryMode::kPointInTimeRecovery;
+  db_options.wal_recovery_mode = rocksdb::WALRecoveryMode::kPointInTimeRecovery;
 
   rocksdb::ColumnFamilyOptions meta = BaseCfOptions();
   meta.merge_operator = std::make_shared<AddUint64sOperator>();

@@ -1,0 +1,659 @@
+#include "engine/engine.h"
+
+#include <algorithm>
+#include <atomic>
+#include <set>
+#include <thread>
+
+#include "absl/synchronization/notification.h"
+#include "engine/receipt.h"
+#include "engine/test_util.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace weir {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::IsEmpty;
+using ::testing::SizeIs;
+
+class EngineTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = NewTempDir();
+    Reopen();
+  }
+
+  void Reopen() {
+    engine_.reset();
+    EngineOptions options;
+    options.clock = &clock_;
+    options.durability = Durability::kAsync;
+    absl::StatusOr<std::unique_ptr<Engine>> e = Engine::Open(options, dir_);
+    ASSERT_TRUE(e.ok()) << e.status();
+    engine_ = std::move(*e);
+  }
+
+  void Create(const std::string& name, QueueConfig config = QueueConfig()) {
+    auto r = engine_->CreateQueue(name, config);
+    ASSERT_TRUE(r.ok()) << r.status();
+  }
+
+  std::vector<uint64_t> SendBodies(const std::string& q,
+                                   const std::vector<std::string>& bodies) {
+    std::vector<SendEntry> entries;
+    for (const auto& b : bodies) entries.push_back(SendEntry{b, {}, {}});
+    auto r = engine_->Send(q, entries);
+    EXPECT_TRUE(r.ok()) << r.status();
+    return r.ok() ? *r : std::vector<uint64_t>();
+  }
+
+  std::vector<ReceivedMessage> Recv(const std::string& q, int n = 1,
+                                    absl::Duration vt = absl::Seconds(30)) {
+    ReceiveOptions o;
+    o.max_messages = n;
+    o.visibility_timeout = vt;
+    auto r = engine_->Receive(q, o);
+    EXPECT_TRUE(r.ok()) << r.status();
+    return r.ok() ? *r : std::vector<ReceivedMessage>();
+  }
+
+  absl::Status DeleteOne(const std::string& q, const std::string& receipt) {
+    auto r = engine_->Delete(q, {receipt});
+    if (!r.ok()) return r.status();
+    return (*r)[0];
+  }
+
+  absl::Status ChangeOne(const std::string& q, const std::string& receipt,
+                         absl::Duration d) {
+    auto r = engine_->ChangeVisibility(q, {VisibilityChange{receipt, d}});
+    if (!r.ok()) return r.status();
+    return (*r)[0];
+  }
+
+  QueueStats Stats(const std::string& q) {
+    auto r = engine_->GetQueueStats(q);
+    EXPECT_TRUE(r.ok()) << r.status();
+    return r.ok() ? *r : QueueStats();
+  }
+
+  FakeClock clock_;
+  std::string dir_;
+  std::unique_ptr<Engine> engine_;
+};
+
+TEST_F(EngineTest, OffsetsStrictlyIncreaseAcrossBatchesAndRestarts) {
+  Create("q");
+  EXPECT_THAT(SendBodies("q", {"a", "b", "c"}), ElementsAre(0, 1, 2));
+  EXPECT_THAT(SendBodies("q", {"d"}), ElementsAre(3));
+  Reopen();
+  EXPECT_THAT(SendBodies("q", {"e", "f"}), ElementsAre(4, 5));
+}
+
+TEST_F(EngineTest, OffsetsAreNotReusedAfterEverythingIsDeletedAndReopened) {
+  Create("q");
+  std::vector<std::string> bodies(1000, "x");
+  for (int i = 0; i < 3; ++i) SendBodies("q", bodies);
+  for (int i = 0; i < 3; ++i) {
+    auto msgs = Recv("q", 1000);
+    ASSERT_THAT(msgs, SizeIs(1000));
+    std::vector<std::string> receipts;
+    for (auto& m : msgs) receipts.push_back(m.receipt_handle);
+    clock_.Advance(absl::Seconds(2));  // Lets the floor be written.
+    auto r = engine_->Delete("q", receipts);
+    ASSERT_TRUE(r.ok());
+  }
+  Reopen();
+  EXPECT_THAT(Recv("q"), IsEmpty());
+  EXPECT_THAT(SendBodies("q", {"next"}), ElementsAre(3000));
+  EXPECT_EQ(Stats("q").ready, 1u);
+}
+
+TEST_F(EngineTest, SendReceiveDeleteRoundTrip) {
+  Create("q");
+  SendEntry e;
+  e.body = std::string("hello\0world", 11);
+  e.attributes = {{"type", "greeting"}};
+  ASSERT_TRUE(engine_->Send("q", {e}).ok());
+  auto msgs = Recv("q", 10);
+  ASSERT_THAT(msgs, SizeIs(1));
+  EXPECT_EQ(msgs[0].body, e.body);
+  EXPECT_EQ(msgs[0].attributes, e.attributes);
+  EXPECT_EQ(msgs[0].offset, 0u);
+  EXPECT_EQ(msgs[0].receive_count, 1u);
+  EXPECT_EQ(msgs[0].enqueue_time, clock_.Now());
+  EXPECT_EQ(msgs[0].lease_deadline, clock_.Now() + absl::Seconds(30));
+  EXPECT_THAT(Recv("q"), IsEmpty());
+  EXPECT_TRUE(DeleteOne("q", msgs[0].receipt_handle).ok());
+  // Deleting again is harmless.
+  EXPECT_TRUE(DeleteOne("q", msgs[0].receipt_handle).ok());
+  clock_.Advance(absl::Hours(1));
+  EXPECT_THAT(Recv("q"), IsEmpty());
+  QueueStats s = Stats("q");
+  EXPECT_EQ(s.sent_total, 1u);
+  EXPECT_EQ(s.received_total, 1u);
+  EXPECT_EQ(s.deleted_total, 1u);
+  EXPECT_EQ(s.ready + s.in_flight + s.delayed, 0u);
+}
+
+TEST_F(EngineTest, ReceiveReturnsOldestFirstAndAtMostMax) {
+  Create("q");
+  SendBodies("q", {"0", "1", "2", "3", "4"});
+  auto a = Recv("q", 2);
+  ASSERT_THAT(a, SizeIs(2));
+  EXPECT_EQ(a[0].body, "0");
+  EXPECT_EQ(a[1].body, "1");
+  auto b = Recv("q", 10);
+  ASSERT_THAT(b, SizeIs(3));
+  EXPECT_EQ(b[2].body, "4");
+}
+
+TEST_F(EngineTest, ConcurrentReceiversNeverShareALeasedMessage) {
+  Create("q");
+  constexpr int kMessages = 4000;
+  std::vector<std::string> bodies;
+  for (int i = 0; i < kMessages; ++i) bodies.push_back(std::to_string(i));
+  for (int i = 0; i < kMessages; i += 1000) {
+    SendBodies("q", std::vector<std::string>(bodies.begin() + i,
+                                             bodies.begin() + i + 1000));
+  }
+  constexpr int kThreads = 8;
+  std::vector<std::vector<uint64_t>> got(kThreads);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      ReceiveOptions o;
+      o.max_messages = 7;
+      o.visibility_timeout = absl::Hours(1);
+      for (;;) {
+        auto r = engine_->Receive("q", o);
+        ASSERT_TRUE(r.ok()) << r.status();
+        if (r->empty()) return;
+        for (auto& m : *r) got[t].push_back(m.offset);
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  std::set<uint64_t> all;
+  size_t total = 0;
+  for (auto& g : got) {
+    total += g.size();
+    all.insert(g.begin(), g.end());
+  }
+  EXPECT_EQ(total, static_cast<size_t>(kMessages));
+  EXPECT_EQ(all.size(), static_cast<size_t>(kMessages));
+  EXPECT_EQ(Stats("q").in_flight, static_cast<uint64_t>(kMessages));
+}
+
+TEST_F(EngineTest, LapsedLeaseRedeliversWithHigherReceiveCount) {
+  Create("q");
+  SendBodies("q", {"m"});
+  auto first = Recv("q", 1, absl::Seconds(10));
+  ASSERT_THAT(first, SizeIs(1));
+  clock_.Advance(absl::Seconds(9));
+  EXPECT_THAT(Recv("q"), IsEmpty());
+  clock_.Advance(absl::Seconds(1));
+  auto second = Recv("q");
+  ASSERT_THAT(second, SizeIs(1));
+  EXPECT_EQ(second[0].offset, first[0].offset);
+  EXPECT_EQ(second[0].receive_count, 2u);
+  EXPECT_NE(second[0].receipt_handle, first[0].receipt_handle);
+}
+
+TEST_F(EngineTest, StaleReceiptIsRejectedAndChangesNothing) {
+  Create("q");
+  SendBodies("q", {"m"});
+  auto first = Recv("q", 1, absl::Seconds(10));
+  clock_.Advance(absl::Seconds(10));
+  auto second = Recv("q", 1, absl::Seconds(60));
+  ASSERT_THAT(second, SizeIs(1));
+  EXPECT_EQ(DeleteOne("q", first[0].receipt_handle).code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(
+      ChangeOne("q", first[0].receipt_handle, absl::ZeroDuration()).code(),
+      absl::StatusCode::kFailedPrecondition);
+  // The current lease is untouched: still invisible, still deletable.
+  EXPECT_THAT(Recv("q"), IsEmpty());
+  EXPECT_EQ(Stats("q").in_flight, 1u);
+  EXPECT_TRUE(DeleteOne("q", second[0].receipt_handle).ok());
+}
+
+TEST_F(EngineTest, ReceiptStaysValidAfterLapseUntilLeasedAgain) {
+  Create("q");
+  SendBodies("q", {"m"});
+  auto first = Recv("q", 1, absl::Seconds(10));
+  clock_.Advance(absl::Seconds(20));
+  EXPECT_TRUE(DeleteOne("q", first[0].receipt_handle).ok());
+  EXPECT_THAT(Recv("q"), IsEmpty());
+}
+
+TEST_F(EngineTest, ExtendKeepsMessageInvisible) {
+  Create("q");
+  SendBodies("q", {"m"});
+  auto m = Recv("q", 1, absl::Seconds(10));
+  clock_.Advance(absl::Seconds(8));
+  ASSERT_TRUE(ChangeOne("q", m[0].receipt_handle, absl::Seconds(10)).ok());
+  clock_.Advance(absl::Seconds(8));
+  EXPECT_THAT(Recv("q"), IsEmpty());
+  clock_.Advance(absl::Seconds(2));
+  auto again = Recv("q");
+  ASSERT_THAT(again, SizeIs(1));
+  EXPECT_EQ(again[0].receive_count, 2u);
+}
+
+TEST_F(EngineTest, ReleaseMakesMessageVisibleAtOnce) {
+  Create("q");
+  SendBodies("q", {"m"});
+  auto m = Recv("q", 1, absl::Hours(1));
+  ASSERT_TRUE(ChangeOne("q", m[0].receipt_handle, absl::ZeroDuration()).ok());
+  auto again = Recv("q");
+  ASSERT_THAT(again, SizeIs(1));
+  EXPECT_EQ(again[0].receive_count, 2u);
+}
+
+TEST_F(EngineTest, PositiveTimeoutAfterReleasePostponesRetry) {
+  Create("q");
+  SendBodies("q", {"m"});
+  auto m = Recv("q", 1, absl::Seconds(30));
+  ASSERT_TRUE(ChangeOne("q", m[0].receipt_handle, absl::ZeroDuration()).ok());
+  ASSERT_TRUE(ChangeOne("q", m[0].receipt_handle, absl::Seconds(5)).ok());
+  EXPECT_THAT(Recv("q"), IsEmpty());
+  clock_.Advance(absl::Seconds(5));
+  ASSERT_THAT(Recv("q"), SizeIs(1));
+}
+
+TEST_F(EngineTest, ChangeVisibilityOfDeletedMessageFails) {
+  Create("q");
+  SendBodies("q", {"m"});
+  auto m = Recv("q");
+  ASSERT_TRUE(DeleteOne("q", m[0].receipt_handle).ok());
+  EXPECT_EQ(ChangeOne("q", m[0].receipt_handle, absl::Seconds(5)).code(),
+            absl::StatusCode::kFailedPrecondition);
+}
+
+TEST_F(EngineTest, BatchAnswersEntryByEntry) {
+  Create("q");
+  SendBodies("q", {"a", "b"});
+  auto m = Recv("q", 2);
+  auto r = engine_->Delete("q", {m[0].receipt_handle, "garbage",
+                                 m[1].receipt_handle, m[1].receipt_handle});
+  ASSERT_TRUE(r.ok());
+  EXPECT_TRUE((*r)[0].ok());
+  EXPECT_EQ((*r)[1].code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE((*r)[2].ok());
+  EXPECT_TRUE((*r)[3].ok());
+  EXPECT_EQ(Stats("q").deleted_total, 2u);
+}
+
+TEST_F(EngineTest, ReceiptOfAnotherQueueIsRejected) {
+  Create("a");
+  Create("b");
+  SendBodies("a", {"m"});
+  SendBodies("b", {"m"});
+  auto m = Recv("a");
+  EXPECT_EQ(DeleteOne("b", m[0].receipt_handle).code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(Stats("b").ready, 1u);
+}
+
+TEST_F(EngineTest, ForgedReceiptFailsPreconditionAndChangesNothing) {
+  Create("q");
+  SendBodies("q", {"m", "never-received"});
+  auto m = Recv("q");
+  absl::StatusOr<Receipt> real = DecodeReceipt(m[0].receipt_handle);
+  ASSERT_TRUE(real.ok());
+  Receipt forged = *real;
+  forged.receive_count = 5;
+  EXPECT_EQ(DeleteOne("q", EncodeReceipt(forged)).code(),
+            absl::StatusCode::kFailedPrecondition);
+  forged = *real;
+  forged.offset = 1;  // Exists, but was never leased.
+  EXPECT_EQ(DeleteOne("q", EncodeReceipt(forged)).code(),
+            absl::StatusCode::kFailedPrecondition);
+  forged.offset = 99;  // Does not exist.
+  EXPECT_EQ(ChangeOne("q", EncodeReceipt(forged), absl::ZeroDuration()).code(),
+            absl::StatusCode::kFailedPrecondition);
+  QueueStats s = Stats("q");
+  EXPECT_EQ(s.in_flight, 1u);
+  EXPECT_EQ(s.ready, 1u);
+  EXPECT_EQ(s.deleted_total, 0u);
+}
+
+TEST_F(EngineTest, PurgeRemovesEverythingAndOffsetsGoOn) {
+  Create("q");
+  SendBodies("q", {"a", "b", "c"});
+  auto leased = Recv("q");
+  auto purged = engine_->PurgeQueue("q");
+  ASSERT_TRUE(purged.ok());
+  EXPECT_EQ(*purged, 3u);
+  EXPECT_THAT(Recv("q"), IsEmpty());
+  EXPECT_EQ(DeleteOne("q", leased[0].receipt_handle).code(),
+            absl::StatusCode::kOk);  // Already gone: deleting is harmless.
+  EXPECT_THAT(SendBodies("q", {"d"}), ElementsAre(3));
+  Reopen();
+  auto m = Recv("q", 10);
+  ASSERT_THAT(m, SizeIs(1));
+  EXPECT_EQ(m[0].body, "d");
+}
+
+TEST_F(EngineTest, DeleteQueueRemovesItAndItsData) {
+  Create("q");
+  SendBodies("q", {"a"});
+  ASSERT_TRUE(engine_->DeleteQueue("q").ok());
+  EXPECT_EQ(engine_->GetQueue("q").status().code(),
+            absl::StatusCode::kNotFound);
+  EXPECT_EQ(engine_->DeleteQueue("q").code(), absl::StatusCode::kNotFound);
+  Create("q");
+  EXPECT_THAT(Recv("q"), IsEmpty());
+  EXPECT_THAT(SendBodies("q", {"b"}), ElementsAre(0));
+  Reopen();
+  auto m = Recv("q", 10);
+  ASSERT_THAT(m, SizeIs(1));
+  EXPECT_EQ(m[0].body, "b");
+}
+
+TEST_F(EngineTest, StatsCountReadyInFlightDelayedAndOldestAge) {
+  QueueConfig c;
+  Create("q", c);
+  SendBodies("q", {"a", "b", "c"});
+  clock_.Advance(absl::Seconds(7));
+  SendEntry delayed{"d", {}, absl::Minutes(1)};
+  ASSERT_TRUE(engine_->Send("q", {delayed}).ok());
+  Recv("q");
+  QueueStats s = Stats("q");
+  EXPECT_EQ(s.ready, 2u);
+  EXPECT_EQ(s.in_flight, 1u);
+  EXPECT_EQ(s.delayed, 1u);
+  EXPECT_EQ(s.oldest_ready_age, absl::Seconds(7));
+  EXPECT_EQ(s.sent_total, 4u);
+  EXPECT_EQ(s.received_total, 1u);
+  EXPECT_EQ(s.next_offset, 4u);
+}
+
+TEST_F(EngineTest, DelayedMessageIsInvisibleUntilItsTime) {
+  QueueConfig c;
+  c.delay = absl::Seconds(20);
+  Create("q", c);
+  SendBodies("q", {"default-delay"});
+  ASSERT_TRUE(
+      engine_->Send("q", {SendEntry{"no-delay", {}, absl::ZeroDuration()}})
+          .ok());
+  auto m = Recv("q", 10);
+  ASSERT_THAT(m, SizeIs(1));
+  EXPECT_EQ(m[0].body, "no-delay");
+  clock_.Advance(absl::Seconds(19));
+  EXPECT_THAT(Recv("q"), IsEmpty());
+  Reopen();  // The delay survives a restart.
+  EXPECT_THAT(Recv("q"), IsEmpty());
+  clock_.Advance(absl::Seconds(1));
+  auto d = Recv("q");
+  ASSERT_THAT(d, SizeIs(1));
+  EXPECT_EQ(d[0].body, "default-delay");
+  EXPECT_EQ(d[0].receive_count, 1u);
+}
+
+TEST_F(EngineTest, LeasesAndReceiveCountsSurviveRestart) {
+  Create("q");
+  SendBodies("q", {"a", "b", "c"});
+  auto a = Recv("q", 1, absl::Seconds(10));  // Lapses, count 1.
+  clock_.Advance(absl::Seconds(10));
+  auto a2 = Recv("q", 1, absl::Seconds(100));  // count 2, in flight.
+  ASSERT_EQ(a2[0].offset, a[0].offset);
+  auto b = Recv("q", 1, absl::Seconds(5));
+  ASSERT_TRUE(DeleteOne("q", b[0].receipt_handle).ok());
+  Reopen();
+  // Only "c" is visible; "a" is still leased; "b" is gone.
+  auto c = Recv("q", 10, absl::Hours(1));
+  ASSERT_THAT(c, SizeIs(1));
+  EXPECT_EQ(c[0].body, "c");
+  // The old receipt still works after the restart.
+  EXPECT_TRUE(ChangeOne("q", a2[0].receipt_handle, absl::Seconds(50)).ok());
+  clock_.Advance(absl::Seconds(50));
+  auto again = Recv("q", 10);
+  ASSERT_THAT(again, SizeIs(1));
+  EXPECT_EQ(again[0].body, "a");
+  EXPECT_EQ(again[0].receive_count, 3u);
+}
+
+TEST_F(EngineTest, CreateIsIdempotentButRefusesAnotherConfig) {
+  QueueConfig c;
+  c.visibility_timeout = absl::Seconds(45);
+  auto first = engine_->CreateQueue("q", c);
+  ASSERT_TRUE(first.ok());
+  EXPECT_TRUE(first->second);
+  auto again = engine_->CreateQueue("q", c);
+  ASSERT_TRUE(again.ok());
+  EXPECT_FALSE(again->second);
+  c.visibility_timeout = absl::Seconds(46);
+  EXPECT_EQ(engine_->CreateQueue("q", c).status().code(),
+            absl::StatusCode::kAlreadyExists);
+  Reopen();
+  auto info = engine_->GetQueue("q");
+  ASSERT_TRUE(info.ok());
+  EXPECT_EQ(info->config.visibility_timeout, absl::Seconds(45));
+  EXPECT_EQ(info->config.max_message_bytes, 256 << 10);
+}
+
+TEST_F(EngineTest, ListQueuesPagesInNameOrder) {
+  for (const char* n : {"b", "a", "c", "other"}) Create(n);
+  auto page = engine_->ListQueues("", "", 2);
+  ASSERT_TRUE(page.ok());
+  ASSERT_THAT(*page, SizeIs(2));
+  EXPECT_EQ((*page)[0].name, "a");
+  EXPECT_EQ((*page)[1].name, "b");
+  page = engine_->ListQueues("", "b", 10);
+  ASSERT_THAT(*page, SizeIs(2));
+  EXPECT_EQ((*page)[0].name, "c");
+  page = engine_->ListQueues("o", "", 10);
+  ASSERT_THAT(*page, SizeIs(1));
+  EXPECT_EQ((*page)[0].name, "other");
+}
+
+TEST_F(EngineTest, BadInputIsRejectedAndChangesNothing) {
+  using absl::StatusCode;
+  for (const std::string& bad :
+       {std::string(""), std::string(81, 'a'), std::string("a/b"),
+        std::string("caf\xc3\xa9"), std::string("a b"), std::string("..")}) {
+    EXPECT_EQ(engine_->CreateQueue(bad, QueueConfig()).status().code(),
+              StatusCode::kInvalidArgument)
+        << bad;
+  }
+  QueueConfig bad_config;
+  bad_config.visibility_timeout = absl::Hours(13);
+  EXPECT_EQ(engine_->CreateQueue("q", bad_config).status().code(),
+            StatusCode::kInvalidArgument);
+  bad_config = QueueConfig();
+  bad_config.max_message_bytes = -1;
+  EXPECT_EQ(engine_->CreateQueue("q", bad_config).status().code(),
+            StatusCode::kInvalidArgument);
+  bad_config = QueueConfig();
+  bad_config.delay = absl::Minutes(16);
+  EXPECT_EQ(engine_->CreateQueue("q", bad_config).status().code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_EQ(engine_->GetQueue("q").status().code(), StatusCode::kNotFound);
+
+  QueueConfig c;
+  c.max_message_bytes = 10;
+  Create("q", c);
+  EXPECT_EQ(engine_->Send("nope", {SendEntry{"x", {}, {}}}).status().code(),
+            StatusCode::kNotFound);
+  EXPECT_EQ(engine_->Send("q", {}).status().code(),
+            StatusCode::kInvalidArgument);
+  std::vector<SendEntry> too_many(1001, SendEntry{"x", {}, {}});
+  EXPECT_EQ(engine_->Send("q", too_many).status().code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_EQ(engine_
+                ->Send("q", {SendEntry{"ok", {}, {}},
+                             SendEntry{std::string(11, 'x'), {}, {}}})
+                .status()
+                .code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_EQ(engine_->Send("q", {SendEntry{"x", {}, absl::Seconds(-1)}})
+                .status()
+                .code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_EQ(
+      engine_->Send("q", {SendEntry{"x", {{"", "v"}}, {}}}).status().code(),
+      StatusCode::kInvalidArgument);
+  EXPECT_EQ(Stats("q").sent_total, 0u);
+  EXPECT_EQ(Stats("q").next_offset, 0u);
+
+  ReceiveOptions o;
+  o.max_messages = 0;
+  EXPECT_EQ(engine_->Receive("q", o).status().code(),
+            StatusCode::kInvalidArgument);
+  o.max_messages = 1001;
+  EXPECT_EQ(engine_->Receive("q", o).status().code(),
+            StatusCode::kInvalidArgument);
+  o.max_messages = 1;
+  o.visibility_timeout = absl::Seconds(-1);
+  EXPECT_EQ(engine_->Receive("q", o).status().code(),
+            StatusCode::kInvalidArgument);
+  o.visibility_timeout = absl::Hours(12) + absl::Seconds(1);
+  EXPECT_EQ(engine_->Receive("q", o).status().code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_EQ(engine_->Delete("q", {}).status().code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_EQ(engine_->ChangeVisibility("q", {}).status().code(),
+            StatusCode::kInvalidArgument);
+
+  SendBodies("q", {"m"});
+  auto m = Recv("q");
+  EXPECT_EQ(ChangeOne("q", m[0].receipt_handle, absl::Hours(13)).code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_EQ(ChangeOne("q", m[0].receipt_handle, absl::Seconds(-1)).code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_EQ(Stats("q").in_flight, 1u);
+}
+
+TEST_F(EngineTest, LongPollWakesOnSend) {
+  Create("q");
+  absl::Notification done;
+  absl::StatusOr<std::vector<ReceivedMessage>> got;
+  ReceiveOptions o;
+  engine_->ReceiveAsync("q", o, absl::Seconds(20), [&](auto r) {
+    got = std::move(r);
+    done.Notify();
+  });
+  EXPECT_FALSE(done.HasBeenNotified());
+  SendBodies("q", {"wake"});
+  // The fake clock never moves: only the send can end the wait.
+  ASSERT_TRUE(done.WaitForNotificationWithTimeout(absl::Seconds(60)));
+  ASSERT_TRUE(got.ok()) << got.status();
+  ASSERT_THAT(*got, SizeIs(1));
+  EXPECT_EQ((*got)[0].body, "wake");
+}
+
+TEST_F(EngineTest, LongPollWakesOnLapsedLease) {
+  Create("q");
+  SendBodies("q", {"m"});
+  Recv("q", 1, absl::Seconds(5));
+  absl::Notification done;
+  absl::StatusOr<std::vector<ReceivedMessage>> got;
+  engine_->ReceiveAsync("q", ReceiveOptions(), absl::Seconds(20), [&](auto r) {
+    got = std::move(r);
+    done.Notify();
+  });
+  clock_.Advance(absl::Seconds(5));
+  ASSERT_TRUE(done.WaitForNotificationWithTimeout(absl::Seconds(60)));
+  ASSERT_TRUE(got.ok());
+  ASSERT_THAT(*got, SizeIs(1));
+  EXPECT_EQ((*got)[0].receive_count, 2u);
+}
+
+TEST_F(EngineTest, LongPollEndsEmptyWhenTheWaitIsOver) {
+  Create("q");
+  absl::Notification done;
+  absl::StatusOr<std::vector<ReceivedMessage>> got;
+  engine_->ReceiveAsync("q", ReceiveOptions(), absl::Seconds(3), [&](auto r) {
+    got = std::move(r);
+    done.Notify();
+  });
+  clock_.Advance(absl::Seconds(3));
+  ASSERT_TRUE(done.WaitForNotificationWithTimeout(absl::Seconds(60)));
+  ASSERT_TRUE(got.ok());
+  EXPECT_THAT(*got, IsEmpty());
+}
+
+TEST_F(EngineTest, CancelledLongPollTakesNothing) {
+  Create("q");
+  absl::Notification done;
+  absl::Status status;
+  auto waiter = engine_->ReceiveAsync("q", ReceiveOptions(), absl::Seconds(20),
+                                      [&](auto r) {
+                                        status = r.status();
+                                        done.Notify();
+                                      });
+  ASSERT_NE(waiter, nullptr);
+  waiter->Cancel();
+  ASSERT_TRUE(done.WaitForNotificationWithTimeout(absl::Seconds(60)));
+  EXPECT_EQ(status.code(), absl::StatusCode::kCancelled);
+  SendBodies("q", {"m"});
+  EXPECT_THAT(Recv("q"), SizeIs(1));
+}
+
+TEST_F(EngineTest, ManyWaitersEachGetADistinctMessage) {
+  Create("q");
+  constexpr int kWaiters = 50;
+  std::atomic<int> finished{0};
+  std::vector<std::string> bodies(kWaiters);
+  absl::Mutex mu;
+  std::multiset<uint64_t> offsets;
+  absl::Notification all;
+  for (int i = 0; i < kWaiters; ++i) {
+    engine_->ReceiveAsync("q", ReceiveOptions(), absl::Seconds(20),
+                          [&](auto r) {
+                            ASSERT_TRUE(r.ok());
+                            {
+                              absl::MutexLock l(&mu);
+                              for (auto& m : *r) offsets.insert(m.offset);
+                            }
+                            if (++finished == kWaiters) all.Notify();
+                          });
+  }
+  for (int i = 0; i < kWaiters; ++i) SendBodies("q", {std::to_string(i)});
+  ASSERT_TRUE(all.WaitForNotificationWithTimeout(absl::Seconds(60)));
+  absl::MutexLock l(&mu);
+  EXPECT_EQ(offsets.size(), static_cast<size_t>(kWaiters));
+  EXPECT_EQ(std::set<uint64_t>(offsets.begin(), offsets.end()).size(),
+            static_cast<size_t>(kWaiters));
+}
+
+TEST_F(EngineTest, DeletingQueueEndsItsLongPolls) {
+  Create("q");
+  absl::Notification done;
+  absl::Status status;
+  engine_->ReceiveAsync("q", ReceiveOptions(), absl::Seconds(20), [&](auto r) {
+    status = r.status();
+    done.Notify();
+  });
+  ASSERT_TRUE(engine_->DeleteQueue("q").ok());
+  ASSERT_TRUE(done.WaitForNotificationWithTimeout(absl::Seconds(60)));
+  EXPECT_EQ(status.code(), absl::StatusCode::kNotFound);
+}
+
+TEST_F(EngineTest, SyncDurabilityWorksWithConcurrentSenders) {
+  engine_.reset();
+  EngineOptions options;
+  options.clock = &clock_;
+  options.durability = Durability::kSync;
+  auto e = Engine::Open(options, dir_);
+  ASSERT_TRUE(e.ok());
+  engine_ = std::move(*e);
+  Create("q");
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 8; ++t) {
+    threads.emplace_back([&] {
+      for (int i = 0; i < 50; ++i) {
+        ASSERT_TRUE(engine_->Send("q", {SendEntry{"x", {}, {}}}).ok());
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(Stats("q").sent_total, 400u);
+  EXPECT_EQ(Stats("q").ready, 400u);
+}
+
+}  // namespace
+}  // namespace weir
