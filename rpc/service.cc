@@ -1,0 +1,249 @@
+#include "rpc/service.h"
+
+#include <algorithm>
+#include <memory>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+
+namespace weir {
+namespace {
+
+namespace pb = ::weir::v1;
+
+int64_t ToUnixMs(absl::Time t) { return absl::ToUnixMillis(t); }
+
+absl::StatusOr<QueueConfig> FromProto(const pb::QueueConfig& c) {
+  QueueConfig out;
+  // Zero fields take defaults in the engine; the engine range-checks the
+  // rest, so only what cannot be expressed as a Duration is checked here.
+  out.visibility_timeout = absl::Milliseconds(c.visibility_timeout_ms());
+  out.max_message_bytes = c.max_message_bytes();
+  out.delay = absl::Milliseconds(c.delay_ms());
+  if (c.visibility_timeout_ms() == 0)
+    out.visibility_timeout = absl::ZeroDuration();
+  return out;
+}
+
+void ToProto(const QueueInfo& info, pb::Queue* out) {
+  out->set_name(info.name);
+  out->set_create_time_ms(ToUnixMs(info.create_time));
+  pb::QueueConfig* c = out->mutable_config();
+  c->set_visibility_timeout_ms(
+      absl::ToInt64Milliseconds(info.config.visibility_timeout));
+  c->set_max_message_bytes(info.config.max_message_bytes);
+  c->set_delay_ms(absl::ToInt64Milliseconds(info.config.delay));
+}
+
+void ToProto(const ReceivedMessage& m, pb::Message* out) {
+  out->set_offset(m.offset);
+  out->set_body(m.body);
+  for (const auto& [k, v] : m.attributes) (*out->mutable_attributes())[k] = v;
+  out->set_enqueue_time_ms(ToUnixMs(m.enqueue_time));
+  out->set_receive_count(m.receive_count);
+  out->set_receipt_handle(m.receipt_handle);
+  out->set_lease_deadline_ms(ToUnixMs(m.lease_deadline));
+}
+
+void ToProto(const std::vector<absl::Status>& results,
+             google::protobuf::RepeatedPtrField<pb::EntryResult>* out) {
+  for (const absl::Status& s : results) {
+    pb::EntryResult* r = out->Add();
+    r->set_code(static_cast<int>(s.code()));
+    r->set_message(std::string(s.message()));
+  }
+}
+
+absl::StatusOr<ReceiveOptions> FromProto(const pb::ReceiveRequest& req) {
+  ReceiveOptions o;
+  o.max_messages = req.max_messages() == 0 ? 1 : req.max_messages();
+  if (req.has_visibility_timeout_ms()) {
+    o.visibility_timeout = absl::Milliseconds(req.visibility_timeout_ms());
+  }
+  return o;
+}
+
+// Serves one Receive call. Long polls park in the engine; a client that
+// cancels (or whose deadline passes) ends the wait at once.
+class ReceiveReactor : public grpc::ServerUnaryReactor {
+ public:
+  ReceiveReactor(Engine* engine, const pb::ReceiveRequest* req,
+                 pb::ReceiveResponse* resp)
+      : state_(std::make_shared<State>()) {
+    if (req->wait_time_ms() < 0 || req->wait_time_ms() > 20000) {
+      Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                          absl::StrCat("wait_time_ms ", req->wait_time_ms(),
+                                       " is out of range [0, 20000]")));
+      return;
+    }
+    absl::StatusOr<ReceiveOptions> options = FromProto(*req);
+    // Only `state` may be used after ReceiveAsync: the callback may already
+    // have finished the call and destroyed this reactor.
+    std::shared_ptr<State> state = state_;
+    std::shared_ptr<ReceiveWaiter> waiter = engine->ReceiveAsync(
+        req->queue(), *options, absl::Milliseconds(req->wait_time_ms()),
+        [this, resp](absl::StatusOr<std::vector<ReceivedMessage>> r) {
+          if (r.ok()) {
+            for (const ReceivedMessage& m : *r) {
+              ToProto(m, resp->add_messages());
+            }
+          }
+          Finish(ToGrpcStatus(r.status()));
+        });
+    if (waiter == nullptr) return;
+    absl::MutexLock lock(&state->mu);
+    state->waiter = std::move(waiter);
+    if (state->cancelled) state->waiter->Cancel();
+  }
+
+  void OnCancel() override {
+    absl::MutexLock lock(&state_->mu);
+    state_->cancelled = true;
+    if (state_->waiter != nullptr) state_->waiter->Cancel();
+  }
+
+  void OnDone() override { delete this; }
+
+ private:
+  struct State {
+    absl::Mutex mu;
+    std::shared_ptr<ReceiveWaiter> waiter ABSL_GUARDED_BY(mu);
+    bool cancelled ABSL_GUARDED_BY(mu) = false;
+  };
+  std::shared_ptr<State> state_;
+};
+
+}  // namespace
+
+grpc::Status ToGrpcStatus(const absl::Status& s) {
+  if (s.ok()) return grpc::Status::OK;
+  return grpc::Status(static_cast<grpc::StatusCode>(s.code()),
+                      std::string(s.message()));
+}
+
+grpc::Status WeirService::CreateQueue(grpc::ServerContext*,
+                                      const pb::CreateQueueRequest* req,
+                                      pb::CreateQueueResponse* resp) {
+  absl::StatusOr<QueueConfig> config = FromProto(req->config());
+  if (!config.ok()) return ToGrpcStatus(config.status());
+  auto r = engine_->CreateQueue(req->name(), *config);
+  if (!r.ok()) return ToGrpcStatus(r.status());
+  ToProto(r->first, resp->mutable_queue());
+  resp->set_created(r->second);
+  return grpc::Status::OK;
+}
+
+grpc::Status WeirService::GetQueue(grpc::ServerContext*,
+                                   const pb::GetQueueRequest* req,
+                                   pb::Queue* resp) {
+  auto r = engine_->GetQueue(req->name());
+  if (!r.ok()) return ToGrpcStatus(r.status());
+  ToProto(*r, resp);
+  return grpc::Status::OK;
+}
+
+grpc::Status WeirService::ListQueues(grpc::ServerContext*,
+                                     const pb::ListQueuesRequest* req,
+                                     pb::ListQueuesResponse* resp) {
+  constexpr int kMaxPage = 1000;
+  if (req->page_size() < 0 || req->page_size() > kMaxPage) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                        absl::StrCat("page_size ", req->page_size(),
+                                     " is out of range [0, 1000]"));
+  }
+  const int size = req->page_size() == 0 ? kMaxPage : req->page_size();
+  // The page token is the last name of the previous page.
+  auto r = engine_->ListQueues(req->prefix(), req->page_token(), size + 1);
+  if (!r.ok()) return ToGrpcStatus(r.status());
+  for (int i = 0; i < static_cast<int>(r->size()) && i < size; ++i) {
+    ToProto((*r)[i], resp->add_queues());
+  }
+  if (static_cast<int>(r->size()) > size) {
+    resp->set_next_page_token((*r)[size - 1].name);
+  }
+  return grpc::Status::OK;
+}
+
+grpc::Status WeirService::DeleteQueue(grpc::ServerContext*,
+                                      const pb::DeleteQueueRequest* req,
+                                      pb::DeleteQueueResponse*) {
+  return ToGrpcStatus(engine_->DeleteQueue(req->name()));
+}
+
+grpc::Status WeirService::PurgeQueue(grpc::ServerContext*,
+                                     const pb::PurgeQueueRequest* req,
+                                     pb::PurgeQueueResponse* resp) {
+  auto r = engine_->PurgeQueue(req->name());
+  if (!r.ok()) return ToGrpcStatus(r.status());
+  resp->set_purged(*r);
+  return grpc::Status::OK;
+}
+
+grpc::Status WeirService::GetQueueStats(grpc::ServerContext*,
+                                        const pb::GetQueueStatsRequest* req,
+                                        pb::QueueStats* resp) {
+  auto r = engine_->GetQueueStats(req->name());
+  if (!r.ok()) return ToGrpcStatus(r.status());
+  resp->set_ready(r->ready);
+  resp->set_in_flight(r->in_flight);
+  resp->set_delayed(r->delayed);
+  resp->set_oldest_ready_age_ms(absl::ToInt64Milliseconds(r->oldest_ready_age));
+  resp->set_sent_total(r->sent_total);
+  resp->set_received_total(r->received_total);
+  resp->set_deleted_total(r->deleted_total);
+  resp->set_next_offset(r->next_offset);
+  return grpc::Status::OK;
+}
+
+grpc::Status WeirService::Send(grpc::ServerContext*, const pb::SendRequest* req,
+                               pb::SendResponse* resp) {
+  std::vector<SendEntry> entries;
+  entries.reserve(req->entries_size());
+  for (const pb::SendEntry& e : req->entries()) {
+    SendEntry out;
+    out.body = e.body();
+    out.attributes.assign(e.attributes().begin(), e.attributes().end());
+    std::sort(out.attributes.begin(), out.attributes.end());
+    if (e.has_delay_ms()) out.delay = absl::Milliseconds(e.delay_ms());
+    entries.push_back(std::move(out));
+  }
+  auto r = engine_->Send(req->queue(), entries);
+  if (!r.ok()) return ToGrpcStatus(r.status());
+  resp->mutable_offsets()->Add(r->begin(), r->end());
+  return grpc::Status::OK;
+}
+
+grpc::ServerUnaryReactor* WeirService::Receive(grpc::CallbackServerContext*,
+                                               const pb::ReceiveRequest* req,
+                                               pb::ReceiveResponse* resp) {
+  return new ReceiveReactor(engine_, req, resp);
+}
+
+grpc::Status WeirService::Delete(grpc::ServerContext*,
+                                 const pb::DeleteRequest* req,
+                                 pb::DeleteResponse* resp) {
+  std::vector<std::string> receipts(req->receipt_handles().begin(),
+                                    req->receipt_handles().end());
+  auto r = engine_->Delete(req->queue(), receipts);
+  if (!r.ok()) return ToGrpcStatus(r.status());
+  ToProto(*r, resp->mutable_results());
+  return grpc::Status::OK;
+}
+
+grpc::Status WeirService::ChangeVisibility(
+    grpc::ServerContext*, const pb::ChangeVisibilityRequest* req,
+    pb::ChangeVisibilityResponse* resp) {
+  std::vector<VisibilityChange> changes;
+  changes.reserve(req->entries_size());
+  for (const pb::VisibilityChange& c : req->entries()) {
+    changes.push_back(VisibilityChange{
+        c.receipt_handle(), absl::Milliseconds(c.visibility_timeout_ms())});
+  }
+  auto r = engine_->ChangeVisibility(req->queue(), changes);
+  if (!r.ok()) return ToGrpcStatus(r.status());
+  ToProto(*r, resp->mutable_results());
+  return grpc::Status::OK;
+}
+
+}  // namespace weir

@@ -1,0 +1,61 @@
+// The weir.v1.Weir gRPC service: a thin adapter that unpacks requests, calls
+// the Engine, and packs replies and statuses. No queue logic lives here.
+#ifndef WEIR_RPC_SERVICE_H_
+#define WEIR_RPC_SERVICE_H_
+
+#include "absl/status/status.h"
+#include "engine/engine.h"
+#include "grpcpp/grpcpp.h"
+#include "weir/v1/weir.grpc.pb.h"
+
+namespace weir {
+
+// Maps an absl::Status to the grpc::Status with the same code and message
+// (the two code spaces are the same canonical codes).
+grpc::Status ToGrpcStatus(const absl::Status& s);
+
+// Receive is served with the callback API so that long-polling receivers hold
+// no thread while they wait; the other methods are synchronous. Thread-safe.
+class WeirService final : public weir::v1::Weir::WithCallbackMethod_Receive<
+                              weir::v1::Weir::Service> {
+ public:
+  // `engine` is borrowed and must outlive the service.
+  explicit WeirService(Engine* engine) : engine_(engine) {}
+
+  grpc::Status CreateQueue(grpc::ServerContext* ctx,
+                           const weir::v1::CreateQueueRequest* req,
+                           weir::v1::CreateQueueResponse* resp) override;
+  grpc::Status GetQueue(grpc::ServerContext* ctx,
+                        const weir::v1::GetQueueRequest* req,
+                        weir::v1::Queue* resp) override;
+  grpc::Status ListQueues(grpc::ServerContext* ctx,
+                          const weir::v1::ListQueuesRequest* req,
+                          weir::v1::ListQueuesResponse* resp) override;
+  grpc::Status DeleteQueue(grpc::ServerContext* ctx,
+                           const weir::v1::DeleteQueueRequest* req,
+                           weir::v1::DeleteQueueResponse* resp) override;
+  grpc::Status PurgeQueue(grpc::ServerContext* ctx,
+                          const weir::v1::PurgeQueueRequest* req,
+                          weir::v1::PurgeQueueResponse* resp) override;
+  grpc::Status GetQueueStats(grpc::ServerContext* ctx,
+                             const weir::v1::GetQueueStatsRequest* req,
+                             weir::v1::QueueStats* resp) override;
+  grpc::Status Send(grpc::ServerContext* ctx, const weir::v1::SendRequest* req,
+                    weir::v1::SendResponse* resp) override;
+  grpc::ServerUnaryReactor* Receive(grpc::CallbackServerContext* ctx,
+                                    const weir::v1::ReceiveRequest* req,
+                                    weir::v1::ReceiveResponse* resp) override;
+  grpc::Status Delete(grpc::ServerContext* ctx,
+                      const weir::v1::DeleteRequest* req,
+                      weir::v1::DeleteResponse* resp) override;
+  grpc::Status ChangeVisibility(
+      grpc::ServerContext* ctx, const weir::v1::ChangeVisibilityRequest* req,
+      weir::v1::ChangeVisibilityResponse* resp) override;
+
+ private:
+  Engine* const engine_;
+};
+
+}  // namespace weir
+
+#endif  // WEIR_RPC_SERVICE_H_
