@@ -1,0 +1,548 @@
+// weirctl: a command line client for a Weir server.
+//
+//   weirctl [--server ADDR] [--timeout SECONDS] COMMAND [ARGS...]
+//
+// `weirctl --help` lists the commands and `weirctl COMMAND --help` describes
+// one. Output is line-oriented and tab-separated so that scripts can read it.
+// A failed call prints "error: <gRPC code name>: <message>" to stderr and
+// exits with status 1; a command line that cannot be parsed exits with 2.
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <iostream>
+#include <iterator>
+#include <map>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "CLI/CLI.hpp"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "client/channel.h"
+#include "grpcpp/grpcpp.h"
+#include "weir/v1/weir.grpc.pb.h"
+
+namespace weir {
+namespace {
+
+// Most entries one Send, Delete or ChangeVisibility call may carry.
+constexpr int kMaxBatchEntries = 1000;
+// A Send batch stops growing at this many body bytes, keeping each request
+// under gRPC's default 4 MiB limit on what a server accepts.
+constexpr size_t kMaxBatchBytes = size_t{3} << 20;
+
+// Makes bytes printable as one field of a tab-separated line: backslash, tab,
+// newline, carriage return and other control bytes are escaped; everything
+// else, UTF-8 included, passes through unchanged.
+std::string EscapeField(absl::string_view bytes) {
+  std::string out;
+  out.reserve(bytes.size());
+  for (const char ch : bytes) {
+    const auto c = static_cast<unsigned char>(ch);
+    switch (c) {
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\r':
+        out += "\\r";
+        break;
+      default:
+        if (c < 0x20 || c == 0x7f) {
+          absl::StrAppendFormat(&out, "\\x%02x", c);
+        } else {
+          out.push_back(ch);
+        }
+    }
+  }
+  return out;
+}
+
+std::string FormatTimeMs(int64_t unix_ms) {
+  return absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", absl::FromUnixMillis(unix_ms),
+                          absl::UTCTimeZone());
+}
+
+// One line per queue: name, configuration in force, creation time.
+std::string FormatQueue(const v1::Queue& queue) {
+  const v1::QueueConfig& config = queue.config();
+  return absl::StrCat("name=", queue.name(), "\tvisibility_timeout_ms=",
+                      config.visibility_timeout_ms(),
+                      "\tmax_message_bytes=", config.max_message_bytes(),
+                      "\tdelay_ms=", config.delay_ms(),
+                      "\tcreate_time=", FormatTimeMs(queue.create_time_ms()));
+}
+
+// Prints a failed call the way every command reports errors; returns the exit
+// status for it.
+int ReportError(const grpc::Status& status) {
+  std::cerr << "error: " << FormatStatus(status) << "\n";
+  return 1;
+}
+
+int ReportInvalidArgument(const std::string& message) {
+  return ReportError(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, message));
+}
+
+// Splits the KEY=VALUE strings of --attr into `attributes`.
+bool ParseAttributes(const std::vector<std::string>& pairs,
+                     std::map<std::string, std::string>& attributes,
+                     std::string& error) {
+  for (const std::string& pair : pairs) {
+    const size_t eq = pair.find('=');
+    if (eq == std::string::npos || eq == 0) {
+      error = absl::StrCat("--attr \"", pair, "\" is not KEY=VALUE");
+      return false;
+    }
+    attributes[pair.substr(0, eq)] = pair.substr(eq + 1);
+  }
+  return true;
+}
+
+struct CreateArgs {
+  std::string queue;
+  int64_t visibility_timeout_ms = 0;
+  int64_t max_message_bytes = 0;
+  int64_t delay_ms = 0;
+};
+
+struct SendArgs {
+  std::string queue;
+  std::string body;
+  // True when BODY was given and is not "-".
+  bool body_given = false;
+  bool lines = false;
+  std::vector<std::string> attributes;
+  int64_t delay_ms = 0;
+  bool delay_given = false;
+};
+
+struct ReceiveArgs {
+  std::string queue;
+  int32_t max_messages = 1;
+  int64_t visibility_timeout_ms = 0;
+  bool visibility_timeout_given = false;
+  int64_t wait_ms = 0;
+};
+
+// The commands, each one or a few calls on one stub. Every method returns the
+// process exit status.
+class Session {
+ public:
+  Session(std::unique_ptr<v1::Weir::Stub> stub, absl::Duration timeout)
+      : stub_(std::move(stub)), timeout_(timeout) {}
+
+  int CreateQueue(const CreateArgs& args) {
+    v1::CreateQueueRequest request;
+    request.set_name(args.queue);
+    request.mutable_config()->set_visibility_timeout_ms(
+        args.visibility_timeout_ms);
+    request.mutable_config()->set_max_message_bytes(args.max_message_bytes);
+    request.mutable_config()->set_delay_ms(args.delay_ms);
+    v1::CreateQueueResponse response;
+    grpc::ClientContext context;
+    SetDeadline(context);
+    const grpc::Status status =
+        stub_->CreateQueue(&context, request, &response);
+    if (!status.ok()) return ReportError(status);
+    std::cout << FormatQueue(response.queue())
+              << "\tcreated=" << (response.created() ? "true" : "false")
+              << "\n";
+    return 0;
+  }
+
+  int ListQueues(const std::string& prefix) {
+    v1::ListQueuesRequest request;
+    request.set_prefix(prefix);
+    do {
+      v1::ListQueuesResponse response;
+      grpc::ClientContext context;
+      SetDeadline(context);
+      const grpc::Status status =
+          stub_->ListQueues(&context, request, &response);
+      if (!status.ok()) return ReportError(status);
+      for (const v1::Queue& queue : response.queues()) {
+        std::cout << FormatQueue(queue) << "\n";
+      }
+      request.set_page_token(response.next_page_token());
+    } while (!request.page_token().empty());
+    return 0;
+  }
+
+  int GetQueue(const std::string& queue) {
+    v1::GetQueueRequest request;
+    request.set_name(queue);
+    v1::Queue response;
+    grpc::ClientContext context;
+    SetDeadline(context);
+    const grpc::Status status = stub_->GetQueue(&context, request, &response);
+    if (!status.ok()) return ReportError(status);
+    std::cout << FormatQueue(response) << "\n";
+    return 0;
+  }
+
+  int GetQueueStats(const std::string& queue) {
+    v1::GetQueueStatsRequest request;
+    request.set_name(queue);
+    v1::QueueStats stats;
+    grpc::ClientContext context;
+    SetDeadline(context);
+    const grpc::Status status = stub_->GetQueueStats(&context, request, &stats);
+    if (!status.ok()) return ReportError(status);
+    std::cout << "ready=" << stats.ready() << "\n"
+              << "in_flight=" << stats.in_flight() << "\n"
+              << "delayed=" << stats.delayed() << "\n"
+              << "oldest_ready_age_ms=" << stats.oldest_ready_age_ms() << "\n"
+              << "sent_total=" << stats.sent_total() << "\n"
+              << "received_total=" << stats.received_total() << "\n"
+              << "deleted_total=" << stats.deleted_total() << "\n"
+              << "next_offset=" << stats.next_offset() << "\n";
+    return 0;
+  }
+
+  int DeleteQueue(const std::string& queue) {
+    v1::DeleteQueueRequest request;
+    request.set_name(queue);
+    v1::DeleteQueueResponse response;
+    grpc::ClientContext context;
+    SetDeadline(context);
+    const grpc::Status status =
+        stub_->DeleteQueue(&context, request, &response);
+    if (!status.ok()) return ReportError(status);
+    std::cout << "deleted queue " << queue << "\n";
+    return 0;
+  }
+
+  int PurgeQueue(const std::string& queue) {
+    v1::PurgeQueueRequest request;
+    request.set_name(queue);
+    v1::PurgeQueueResponse response;
+    grpc::ClientContext context;
+    SetDeadline(context);
+    const grpc::Status status = stub_->PurgeQueue(&context, request, &response);
+    if (!status.ok()) return ReportError(status);
+    std::cout << "purged=" << response.purged() << "\n";
+    return 0;
+  }
+
+  // Sends one message, or one per stdin line with --lines, in batches that
+  // respect the server's limits; prints each offset on a line of its own.
+  int Send(const SendArgs& args) {
+    std::map<std::string, std::string> attributes;
+    std::string error;
+    if (!ParseAttributes(args.attributes, attributes, error)) {
+      return ReportInvalidArgument(error);
+    }
+    if (args.lines && args.body_given) {
+      return ReportInvalidArgument(
+          "--lines reads messages from stdin: omit BODY or pass -");
+    }
+    std::vector<std::string> bodies;
+    if (args.body_given) {
+      bodies.push_back(args.body);
+    } else if (args.lines) {
+      for (std::string line; std::getline(std::cin, line);) {
+        bodies.push_back(std::move(line));
+      }
+    } else {
+      bodies.emplace_back(std::istreambuf_iterator<char>(std::cin),
+                          std::istreambuf_iterator<char>());
+    }
+
+    size_t next = 0;
+    while (next < bodies.size()) {
+      v1::SendRequest request;
+      request.set_queue(args.queue);
+      size_t batch_bytes = 0;
+      while (next < bodies.size() &&
+             request.entries_size() < kMaxBatchEntries &&
+             (request.entries_size() == 0 ||
+              batch_bytes + bodies[next].size() <= kMaxBatchBytes)) {
+        batch_bytes += bodies[next].size();
+        v1::SendEntry* entry = request.add_entries();
+        entry->set_body(std::move(bodies[next++]));
+        entry->mutable_attributes()->insert(attributes.begin(),
+                                            attributes.end());
+        if (args.delay_given) entry->set_delay_ms(args.delay_ms);
+      }
+      v1::SendResponse response;
+      grpc::ClientContext context;
+      SetDeadline(context);
+      const grpc::Status status = stub_->Send(&context, request, &response);
+      if (!status.ok()) return ReportError(status);
+      for (const uint64_t offset : response.offsets()) {
+        std::cout << offset << "\n";
+      }
+    }
+    return 0;
+  }
+
+  // Prints one line per message: offset, receive count, receipt handle, the
+  // attributes sorted by key, and last the escaped body.
+  int Receive(const ReceiveArgs& args) {
+    v1::ReceiveRequest request;
+    request.set_queue(args.queue);
+    request.set_max_messages(args.max_messages);
+    if (args.visibility_timeout_given) {
+      request.set_visibility_timeout_ms(args.visibility_timeout_ms);
+    }
+    request.set_wait_time_ms(args.wait_ms);
+    v1::ReceiveResponse response;
+    grpc::ClientContext context;
+    // The long poll may use all of --wait before the server starts answering.
+    SetDeadline(context,
+                absl::Milliseconds(std::max<int64_t>(args.wait_ms, 0)));
+    const grpc::Status status = stub_->Receive(&context, request, &response);
+    if (!status.ok()) return ReportError(status);
+    for (const v1::Message& message : response.messages()) {
+      std::string line =
+          absl::StrCat("offset=", message.offset(),
+                       "\treceive_count=", message.receive_count(),
+                       "\treceipt=", message.receipt_handle());
+      const std::map<std::string, std::string> sorted(
+          message.attributes().begin(), message.attributes().end());
+      for (const auto& [key, value] : sorted) {
+        absl::StrAppend(&line, "\tattr:", EscapeField(key), "=",
+                        EscapeField(value));
+      }
+      absl::StrAppend(&line, "\t", EscapeField(message.body()));
+      std::cout << line << "\n";
+    }
+    return 0;
+  }
+
+  // Prints "<receipt>\tOK" or "<receipt>\terror: <code>: <message>" per
+  // receipt; exits with 1 when any receipt failed.
+  int Delete(const std::string& queue,
+             const std::vector<std::string>& receipts) {
+    bool all_ok = true;
+    for (size_t first = 0; first < receipts.size(); first += kMaxBatchEntries) {
+      const size_t end =
+          std::min(receipts.size(), first + size_t{kMaxBatchEntries});
+      v1::DeleteRequest request;
+      request.set_queue(queue);
+      for (size_t i = first; i < end; ++i) {
+        request.add_receipt_handles(receipts[i]);
+      }
+      v1::DeleteResponse response;
+      grpc::ClientContext context;
+      SetDeadline(context);
+      const grpc::Status status = stub_->Delete(&context, request, &response);
+      if (!status.ok()) return ReportError(status);
+      if (response.results_size() != request.receipt_handles_size()) {
+        return ReportError(MismatchedResults(request.receipt_handles_size(),
+                                             response.results_size()));
+      }
+      for (int i = 0; i < response.results_size(); ++i) {
+        const v1::EntryResult& result = response.results(i);
+        std::cout << request.receipt_handles(i) << "\t";
+        if (result.code() == grpc::StatusCode::OK) {
+          std::cout << "OK\n";
+        } else {
+          all_ok = false;
+          std::cout << "error: " << StatusCodeName(result.code()) << ": "
+                    << result.message() << "\n";
+        }
+      }
+    }
+    return all_ok ? 0 : 1;
+  }
+
+  int ChangeVisibility(const std::string& queue, const std::string& receipt,
+                       int64_t timeout_ms) {
+    v1::ChangeVisibilityRequest request;
+    request.set_queue(queue);
+    v1::VisibilityChange* change = request.add_entries();
+    change->set_receipt_handle(receipt);
+    change->set_visibility_timeout_ms(timeout_ms);
+    v1::ChangeVisibilityResponse response;
+    grpc::ClientContext context;
+    SetDeadline(context);
+    const grpc::Status status =
+        stub_->ChangeVisibility(&context, request, &response);
+    if (!status.ok()) return ReportError(status);
+    if (response.results_size() != 1) {
+      return ReportError(MismatchedResults(1, response.results_size()));
+    }
+    const v1::EntryResult& result = response.results(0);
+    if (result.code() != grpc::StatusCode::OK) {
+      std::cerr << "error: " << StatusCodeName(result.code()) << ": "
+                << result.message() << "\n";
+      return 1;
+    }
+    std::cout << "OK\n";
+    return 0;
+  }
+
+ private:
+  // Gives the call the --timeout deadline, lengthened by `extra`.
+  void SetDeadline(grpc::ClientContext& context,
+                   absl::Duration extra = absl::ZeroDuration()) const {
+    context.set_deadline(absl::ToChronoTime(absl::Now() + timeout_ + extra));
+  }
+
+  static grpc::Status MismatchedResults(int sent, int received) {
+    return grpc::Status(grpc::StatusCode::INTERNAL,
+                        absl::StrCat("the server answered ", received,
+                                     " results for ", sent, " entries"));
+  }
+
+  std::unique_ptr<v1::Weir::Stub> stub_;
+  absl::Duration timeout_;
+};
+
+int Main(int argc, char** argv) {
+  CLI::App app{"Command line client for a Weir message queue server.",
+               "weirctl"};
+  app.require_subcommand(1);
+  // Global options are accepted after the command too.
+  app.fallthrough();
+
+  std::string server = kDefaultServerAddress;
+  app.add_option("--server", server, "Server address, HOST:PORT")
+      ->envname(kServerEnvVar)
+      ->capture_default_str();
+  double timeout_s = 30;
+  app.add_option("--timeout", timeout_s,
+                 "Deadline of each call in seconds; receive adds its --wait")
+      ->check(CLI::Range(0.001, 86400.0))
+      ->capture_default_str();
+
+  // Set by the callback of whichever command was given.
+  std::function<int(Session&)> run;
+
+  CreateArgs create;
+  CLI::App* create_cmd = app.add_subcommand(
+      "create",
+      "Create a queue; succeeds if it exists with the same configuration");
+  create_cmd->add_option("QUEUE", create.queue, "Queue name")->required();
+  create_cmd->add_option("--visibility-timeout", create.visibility_timeout_ms,
+                         "Default lease in ms (0 = server default, 30 s)");
+  create_cmd->add_option("--max-message-bytes", create.max_message_bytes,
+                         "Largest message in bytes (0 = server default)");
+  create_cmd->add_option("--delay", create.delay_ms,
+                         "Default delay of sent messages in ms");
+  create_cmd->callback(
+      [&] { run = [&](Session& s) { return s.CreateQueue(create); }; });
+
+  std::string prefix;
+  CLI::App* list_cmd = app.add_subcommand("list", "List queues");
+  list_cmd->add_option("--prefix", prefix, "Only queues whose names start so");
+  list_cmd->callback(
+      [&] { run = [&](Session& s) { return s.ListQueues(prefix); }; });
+
+  // Commands that take just a queue name.
+  std::string queue;
+  const auto add_queue_command =
+      [&](const std::string& name, const std::string& description,
+          int (Session::*method)(const std::string&)) {
+        CLI::App* cmd = app.add_subcommand(name, description);
+        cmd->add_option("QUEUE", queue, "Queue name")->required();
+        cmd->callback([&run, &queue, method] {
+          run = [&queue, method](Session& s) { return (s.*method)(queue); };
+        });
+      };
+  add_queue_command("get", "Show a queue's configuration", &Session::GetQueue);
+  add_queue_command("stats", "Show a queue's message counts",
+                    &Session::GetQueueStats);
+  add_queue_command("delete-queue", "Delete a queue and all its messages",
+                    &Session::DeleteQueue);
+  add_queue_command("purge", "Delete all messages, keeping the queue",
+                    &Session::PurgeQueue);
+
+  SendArgs send;
+  CLI::App* send_cmd = app.add_subcommand(
+      "send", "Send a message; prints its offset (one per line)");
+  send_cmd->add_option("QUEUE", send.queue, "Queue name")->required();
+  send_cmd->add_option("BODY", send.body,
+                       "Message body; omitted or - reads stdin");
+  send_cmd->add_flag("--lines", send.lines,
+                     "Send each line of stdin as a message of its own");
+  send_cmd
+      ->add_option("--attr", send.attributes,
+                   "Attribute of every message sent; repeatable")
+      ->type_name("KEY=VALUE")
+      ->allow_extra_args(false);
+  CLI::Option* send_delay = send_cmd->add_option(
+      "--delay", send.delay_ms, "Invisible for this many ms after sending");
+  send_cmd->callback([&] {
+    send.body_given = send_cmd->count("BODY") > 0 && send.body != "-";
+    send.delay_given = send_delay->count() > 0;
+    run = [&](Session& s) { return s.Send(send); };
+  });
+
+  ReceiveArgs receive;
+  CLI::App* receive_cmd = app.add_subcommand(
+      "receive",
+      "Lease messages; prints offset, receive count, receipt, attributes "
+      "and body, tab-separated");
+  receive_cmd->add_option("QUEUE", receive.queue, "Queue name")->required();
+  receive_cmd->add_option("-n,--max-messages", receive.max_messages,
+                          "Most messages to receive (1..1000)");
+  CLI::Option* receive_visibility = receive_cmd->add_option(
+      "--visibility-timeout", receive.visibility_timeout_ms,
+      "Lease in ms (default: the queue's)");
+  receive_cmd->add_option("--wait", receive.wait_ms,
+                          "Wait up to this many ms for a message (0..20000)");
+  receive_cmd->callback([&] {
+    receive.visibility_timeout_given = receive_visibility->count() > 0;
+    run = [&](Session& s) { return s.Receive(receive); };
+  });
+
+  std::string delete_queue;
+  std::vector<std::string> delete_receipts;
+  CLI::App* delete_cmd = app.add_subcommand(
+      "delete", "Delete received messages; prints OK or the error per receipt");
+  delete_cmd->add_option("QUEUE", delete_queue, "Queue name")->required();
+  delete_cmd->add_option("RECEIPT", delete_receipts, "Receipt handles")
+      ->required();
+  delete_cmd->callback([&] {
+    run = [&](Session& s) { return s.Delete(delete_queue, delete_receipts); };
+  });
+
+  std::string change_queue;
+  std::string change_receipt;
+  int64_t change_timeout_ms = 0;
+  CLI::App* change_cmd = app.add_subcommand(
+      "change-visibility", "Extend a lease, or release the message with 0");
+  change_cmd->add_option("QUEUE", change_queue, "Queue name")->required();
+  change_cmd->add_option("RECEIPT", change_receipt, "Receipt handle")
+      ->required();
+  change_cmd
+      ->add_option("TIMEOUT_MS", change_timeout_ms,
+                   "New lease from now in ms; 0 releases the message")
+      ->required();
+  change_cmd->callback([&] {
+    run = [&](Session& s) {
+      return s.ChangeVisibility(change_queue, change_receipt,
+                                change_timeout_ms);
+    };
+  });
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e) == 0 ? 0 : 2;
+  }
+
+  Session session(v1::Weir::NewStub(CreateChannel(server)),
+                  absl::Seconds(timeout_s));
+  return run(session);
+}
+
+}  // namespace
+}  // namespace weir
+
+int main(int argc, char** argv) { return weir::Main(argc, argv); }
