@@ -1,5 +1,6 @@
 #include "engine/engine.h"
 
+#include <atomic>
 #include <utility>
 
 #include "absl/container/btree_map.h"
@@ -14,6 +15,8 @@
 
 namespace weir {
 namespace {
+
+constexpr absl::Duration kRetentionInterval = absl::Seconds(1);
 
 absl::Status QueueNotFound(absl::string_view name) {
   return absl::NotFoundError(absl::StrCat("queue ", name, " not found"));
@@ -161,6 +164,7 @@ class EngineImpl : public Engine {
             std::make_unique<Dispatcher>(clock_, options.delivery_threads)) {}
 
   ~EngineImpl() override {
+    closing_ = true;
     std::vector<std::shared_ptr<Queue>> queues;
     {
       absl::MutexLock lock(&mu_);
@@ -283,10 +287,74 @@ class EngineImpl : public Engine {
     return q->Purge();
   }
 
-  absl::StatusOr<QueueStats> GetQueueStats(absl::string_view name) override {
+  absl::StatusOr<QueueStats> GetQueueStats(absl::string_view name,
+                                           absl::string_view group) override {
     std::shared_ptr<Queue> q = Find(name);
     if (q == nullptr) return QueueNotFound(name);
-    return q->Stats();
+    return q->Stats(group);
+  }
+
+  absl::StatusOr<GroupInfo> CreateGroup(absl::string_view queue,
+                                        absl::string_view group,
+                                        const LogPosition& start) override {
+    std::shared_ptr<Queue> q = Find(queue);
+    if (q == nullptr) return QueueNotFound(queue);
+    return q->CreateGroup(group, start);
+  }
+
+  absl::Status DeleteGroup(absl::string_view queue,
+                           absl::string_view group) override {
+    std::shared_ptr<Queue> q = Find(queue);
+    if (q == nullptr) return QueueNotFound(queue);
+    return q->DeleteGroup(group);
+  }
+
+  absl::StatusOr<std::vector<GroupInfo>> ListGroups(
+      absl::string_view queue) override {
+    std::shared_ptr<Queue> q = Find(queue);
+    if (q == nullptr) return QueueNotFound(queue);
+    return q->ListGroups();
+  }
+
+  absl::StatusOr<GroupInfo> SeekGroup(absl::string_view queue,
+                                      absl::string_view group,
+                                      const LogPosition& to) override {
+    std::shared_ptr<Queue> q = Find(queue);
+    if (q == nullptr) return QueueNotFound(queue);
+    return q->SeekGroup(group, to);
+  }
+
+  absl::StatusOr<ReadResult> Read(absl::string_view queue,
+                                  const ReadOptions& options) override {
+    std::shared_ptr<Queue> q = Find(queue);
+    if (q == nullptr) return QueueNotFound(queue);
+    return q->Read(options);
+  }
+
+  absl::Status RunRetention() override {
+    std::vector<std::shared_ptr<Queue>> queues;
+    {
+      absl::ReaderMutexLock lock(&mu_);
+      for (auto& [name, q] : queues_) queues.push_back(q);
+    }
+    absl::Status first_error;
+    for (auto& q : queues) {
+      absl::Status s = q->ApplyRetention();
+      // A queue deleted meanwhile is not an error.
+      if (!s.ok() && s.code() != absl::StatusCode::kNotFound &&
+          first_error.ok()) {
+        first_error = s;
+      }
+    }
+    return first_error;
+  }
+
+  // Runs retention about once a second, on a dispatcher thread.
+  void ScheduleRetention() {
+    dispatcher_->At(clock_->Now() + kRetentionInterval, [this] {
+      (void)RunRetention();
+      if (!closing_.load()) ScheduleRetention();
+    });
   }
 
   absl::StatusOr<std::vector<uint64_t>> Send(
@@ -360,6 +428,7 @@ class EngineImpl : public Engine {
   // the database.
   std::unique_ptr<Dispatcher> dispatcher_;
 
+  std::atomic<bool> closing_{false};
   absl::Mutex mu_;
   absl::btree_map<std::string, std::shared_ptr<Queue>, std::less<>> queues_
       ABSL_GUARDED_BY(mu_);
@@ -378,6 +447,7 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Open(
   if (!storage.ok()) return storage.status();
   auto engine = std::make_unique<EngineImpl>(options, std::move(*storage));
   if (absl::Status s = engine->Load(); !s.ok()) return s;
+  engine->ScheduleRetention();
   return engine;
 }
 

@@ -58,6 +58,55 @@ struct QueueInfo {
   absl::Time create_time;
 };
 
+// A position in a queue's log: an offset, or the first message enqueued at or
+// after a time; or the earliest retained message, or the end (what is sent
+// next).
+struct LogPosition {
+  enum class Kind { kEarliest, kLatest, kOffset, kTime };
+  Kind kind = Kind::kEarliest;
+  uint64_t offset = 0;  // For kOffset.
+  absl::Time time;      // For kTime.
+
+  static LogPosition Earliest() { return {}; }
+  static LogPosition Latest() { return {Kind::kLatest, 0, absl::Time()}; }
+  static LogPosition Offset(uint64_t o) { return {Kind::kOffset, o, absl::Time()}; }
+  static LogPosition Time(absl::Time t) { return {Kind::kTime, 0, t}; }
+};
+
+struct GroupInfo {
+  std::string name;  // Empty for the default group.
+  // The next offset never delivered to this group.
+  uint64_t cursor = 0;
+  // Every offset below this is deleted for this group.
+  uint64_t delete_floor = 0;
+  // Messages sent but not yet delivered to this group (next offset - cursor).
+  uint64_t lag = 0;
+  uint64_t in_flight = 0;
+};
+
+// A message as stored, without lease state (Read).
+struct StoredMessage {
+  uint64_t offset = 0;
+  std::string body;
+  Attributes attributes;
+  absl::Time enqueue_time;
+};
+
+struct ReadOptions {
+  LogPosition from;
+  // 1..1000.
+  int max_messages = 100;
+  // Stops before a message that would take the answer past this (but always
+  // returns at least one). At most 8 MiB.
+  size_t max_bytes = 4 << 20;
+};
+
+struct ReadResult {
+  std::vector<StoredMessage> messages;
+  // Where the next Read should start.
+  uint64_t next_offset = 0;
+};
+
 struct QueueStats {
   uint64_t ready = 0;
   uint64_t in_flight = 0;
@@ -78,6 +127,8 @@ struct SendEntry {
 };
 
 struct ReceiveOptions {
+  // The consumer group; empty for the default group.
+  std::string group;
   // 1..1000.
   int max_messages = 1;
   // Unset: the queue's configured visibility timeout. 0..12 h.
@@ -142,7 +193,42 @@ class Engine {
   // Removes every message; returns how many were removed. Offsets go on
   // from where they were.
   virtual absl::StatusOr<uint64_t> PurgeQueue(absl::string_view name) = 0;
-  virtual absl::StatusOr<QueueStats> GetQueueStats(absl::string_view name) = 0;
+  // Stats of one consumer group (empty: the default group) on the queue;
+  // sent_total and next_offset are the queue's.
+  virtual absl::StatusOr<QueueStats> GetQueueStats(absl::string_view name,
+                                                   absl::string_view group) = 0;
+
+  // --- Consumer groups. Every group sees every message; inside a group each
+  // message is leased to one consumer at a time. ---
+
+  // Creates a group that starts delivering at `start` (clamped to the
+  // earliest retained message). ALREADY_EXISTS if the name is taken;
+  // INVALID_ARGUMENT for an offset past the end or a time in the future.
+  virtual absl::StatusOr<GroupInfo> CreateGroup(absl::string_view queue,
+                                                absl::string_view group,
+                                                const LogPosition& start) = 0;
+  // Deletes a group and its leases; the default group cannot be deleted
+  // (FAILED_PRECONDITION).
+  virtual absl::Status DeleteGroup(absl::string_view queue,
+                                   absl::string_view group) = 0;
+  // Every group of the queue, the default group first, then by name.
+  virtual absl::StatusOr<std::vector<GroupInfo>> ListGroups(
+      absl::string_view queue) = 0;
+  // Moves the group's cursor to `to` (clamped to the earliest retained
+  // message): messages from there on are delivered to the group again, also
+  // ones it had deleted. Its leases are dropped, their receipts void.
+  virtual absl::StatusOr<GroupInfo> SeekGroup(absl::string_view queue,
+                                              absl::string_view group,
+                                              const LogPosition& to) = 0;
+
+  // Returns retained messages in offset order from options.from, without
+  // leasing them: a stream reader's view of the log.
+  virtual absl::StatusOr<ReadResult> Read(absl::string_view queue,
+                                          const ReadOptions& options) = 0;
+
+  // Applies retention (max age, keep-deleted-for) to every queue now. The
+  // engine also does this by itself about once a second.
+  virtual absl::Status RunRetention() = 0;
 
   // Appends `entries` atomically: all or none. Returns their offsets, in
   // order. Durable per the engine's Durability when it returns.

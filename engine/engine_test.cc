@@ -73,7 +73,7 @@ class EngineTest : public ::testing::Test {
   }
 
   QueueStats Stats(const std::string& q) {
-    auto r = engine_->GetQueueStats(q);
+    auto r = engine_->GetQueueStats(q, "");
     EXPECT_TRUE(r.ok()) << r.status();
     return r.ok() ? *r : QueueStats();
   }

@@ -167,14 +167,35 @@ void GroupState::MarkDeleted(uint64_t offset) {
   }
 }
 
-void GroupState::Reset(uint64_t offset) {
+void GroupState::Reset(uint64_t offset, uint32_t generation) {
+  assert(busy_ == 0);
   leases_.clear();
   by_deadline_.clear();
   ready_.clear();
   deleted_.clear();
-  busy_ = 0;
   floor_ = offset;
   cursor_ = offset;
+  generation_ = generation;
+}
+
+void GroupState::DropBelow(uint64_t offset) {
+  assert(busy_ == 0);
+  if (offset <= floor_) return;
+  for (auto it = leases_.begin(); it != leases_.end();) {
+    if (it->first < offset) {
+      Unindex(it->first, it->second);
+      leases_.erase(it++);
+    } else {
+      ++it;
+    }
+  }
+  deleted_.erase(deleted_.begin(), deleted_.lower_bound(offset));
+  floor_ = offset;
+  cursor_ = std::max(cursor_, offset);
+  while (!deleted_.empty() && *deleted_.begin() == floor_) {
+    deleted_.erase(deleted_.begin());
+    ++floor_;
+  }
 }
 
 void GroupState::CountPending(size_t* in_flight, size_t* delayed) const {

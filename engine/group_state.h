@@ -91,8 +91,12 @@ class GroupState {
   // purged write) as deleted, so the floor can pass it.
   void MarkGone(uint64_t offset);
 
-  // Forgets everything below `offset` and moves floor and cursor there.
-  void Reset(uint64_t offset);
+  // Forgets every lease and deletion and moves floor and cursor to `offset`
+  // (either way), with a new generation: older receipts become void.
+  void Reset(uint64_t offset, uint32_t generation);
+  // Retention: everything below `offset` is gone. Leases and deletions below
+  // it are forgotten; floor and cursor move up to it if they were below.
+  void DropBelow(uint64_t offset);
 
   // Counts for stats.
   size_t ready_count() const { return ready_.size(); }

@@ -43,6 +43,12 @@ std::string CountersPrefix(uint64_t qid) {
 
 std::string NextQueueId() { return "X"; }
 
+std::string NextGroupId(uint64_t qid) {
+  std::string k = "H";
+  PutFixed64BE(&k, qid);
+  return k;
+}
+
 std::string Message(uint64_t qid, uint64_t offset) {
   std::string k;
   k.reserve(16);
@@ -76,21 +82,59 @@ bool ParseGroupOffset(absl::string_view key, uint64_t* qid, uint32_t* gid,
   return true;
 }
 
-std::string Delay(uint64_t qid, uint64_t visible_at_us, uint64_t offset) {
-  std::string k = "D";
+namespace {
+
+std::string TaggedTimeKey(char tag, uint64_t qid, uint64_t t, uint64_t offset) {
+  std::string k(1, tag);
   PutFixed64BE(&k, qid);
-  PutFixed64BE(&k, visible_at_us);
+  PutFixed64BE(&k, t);
   PutFixed64BE(&k, offset);
   return k;
 }
 
-bool ParseDelay(absl::string_view key, uint64_t* qid, uint64_t* visible_at_us,
-                uint64_t* offset) {
-  if (key.size() != 25 || key[0] != 'D') return false;
+bool ParseTaggedTimeKey(char tag, absl::string_view key, uint64_t* qid,
+                        uint64_t* t, uint64_t* offset) {
+  if (key.size() != 25 || key[0] != tag) return false;
   *qid = DecodeFixed64BE(key.data() + 1);
-  *visible_at_us = DecodeFixed64BE(key.data() + 9);
+  *t = DecodeFixed64BE(key.data() + 9);
   *offset = DecodeFixed64BE(key.data() + 17);
   return true;
+}
+
+std::string TaggedPrefix(char tag, uint64_t qid) {
+  std::string k(1, tag);
+  PutFixed64BE(&k, qid);
+  return k;
+}
+
+}  // namespace
+
+std::string TimeIndex(uint64_t qid, uint64_t time_us, uint64_t offset) {
+  return TaggedTimeKey('I', qid, time_us, offset);
+}
+
+bool ParseTimeIndex(absl::string_view key, uint64_t* qid, uint64_t* time_us,
+                    uint64_t* offset) {
+  return ParseTaggedTimeKey('I', key, qid, time_us, offset);
+}
+
+std::string Delay(uint64_t qid, uint64_t visible_at_us, uint64_t offset) {
+  return TaggedTimeKey('D', qid, visible_at_us, offset);
+}
+
+bool ParseDelay(absl::string_view key, uint64_t* qid, uint64_t* visible_at_us,
+                uint64_t* offset) {
+  return ParseTaggedTimeKey('D', key, qid, visible_at_us, offset);
+}
+
+std::string DelayPrefix(uint64_t qid) { return TaggedPrefix('D', qid); }
+std::string TimeIndexPrefix(uint64_t qid) { return TaggedPrefix('I', qid); }
+
+std::string GroupOffsetPrefix(uint64_t qid, uint32_t gid) {
+  std::string k;
+  PutFixed64BE(&k, qid);
+  PutFixed32BE(&k, gid);
+  return k;
 }
 
 std::string PrefixSuccessor(absl::string_view prefix) {

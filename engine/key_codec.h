@@ -9,11 +9,16 @@
 //                  'Q' qid                              QueueRecord
 //                  'G' qid gid                          GroupRecord
 //                  'T' qid gid                          Counters (merge: add)
+//                  'H' qid                              next group id
 //                  'X'                                  next queue id
 //   messages       qid offset                           MessageRecord (once)
 //   leases         qid gid offset                       LeaseRecord
 //   deleted        qid gid offset (offset >= floor)     empty
 //   index          'D' qid visible_at_us offset         empty (delay index)
+//                  'I' qid enqueue_time_us offset       empty (sparse time
+//                                                       index: an entry at
+//                                                       least every 1024
+//                                                       messages or 1 s)
 //
 // qid: fixed64, never reused. gid: fixed32, 0 is a queue's default group.
 #ifndef WEIR_ENGINE_KEY_CODEC_H_
@@ -44,6 +49,7 @@ std::string GroupPrefix(uint64_t qid);             // 'G' qid
 std::string Counters(uint64_t qid, uint32_t gid);  // 'T' qid gid
 std::string CountersPrefix(uint64_t qid);          // 'T' qid
 std::string NextQueueId();                         // 'X'
+std::string NextGroupId(uint64_t qid);             // 'H' qid
 
 // messages
 std::string Message(uint64_t qid, uint64_t offset);
@@ -59,6 +65,16 @@ bool ParseGroupOffset(absl::string_view key, uint64_t* qid, uint32_t* gid,
 std::string Delay(uint64_t qid, uint64_t visible_at_us, uint64_t offset);
 bool ParseDelay(absl::string_view key, uint64_t* qid, uint64_t* visible_at_us,
                 uint64_t* offset);
+
+// index: sparse time -> offset entries.
+std::string TimeIndex(uint64_t qid, uint64_t time_us, uint64_t offset);
+bool ParseTimeIndex(absl::string_view key, uint64_t* qid, uint64_t* time_us,
+                    uint64_t* offset);
+// 'D' qid / 'I' qid: every delay / time entry of a queue.
+std::string DelayPrefix(uint64_t qid);
+std::string TimeIndexPrefix(uint64_t qid);
+// The key range of one group in the leases and deleted families.
+std::string GroupOffsetPrefix(uint64_t qid, uint32_t gid);
 
 // The smallest key above every key that starts with `prefix` (for iterator
 // upper bounds and range deletes). `prefix` must not be all 0xff bytes.

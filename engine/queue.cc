@@ -13,36 +13,30 @@
 namespace weir {
 namespace {
 
-// A Receive answer stops growing past this many body and attribute bytes
-// (but always carries at least one message).
-constexpr size_t kMaxReceiveBytes = 8 << 20;
-// How often the delete floor (and the range deletes it allows) is written:
-// after this many offsets, or after kFloorWriteInterval.
+// A Receive or Read answer stops growing past this many bytes (but always
+// carries at least one message).
+constexpr size_t kMaxAnswerBytes = 8 << 20;
+// How often a delete floor, or the removal of messages below the logical
+// floor, is written: after this many offsets, or after kFloorWriteInterval.
 constexpr uint64_t kFloorWriteStep = 1024;
 constexpr absl::Duration kFloorWriteInterval = absl::Seconds(1);
 // A Receive looks at most this many offsets beyond what it returns (delayed
 // messages it skips, holes).
 constexpr int kMaxExtraScan = 1024;
+// The sparse time index gets an entry at least this often.
+constexpr uint64_t kTimeIndexStep = 1024;
+constexpr absl::Duration kTimeIndexInterval = absl::Seconds(1);
 
 int64_t ToUs(absl::Time t) { return absl::ToUnixMicros(t); }
 absl::Time FromUs(int64_t us) { return absl::FromUnixMicros(us); }
+absl::string_view View(const rocksdb::Slice& s) {
+  return absl::string_view(s.data(), s.size());
+}
 
 size_t MessageBytes(const std::string& body, const Attributes& attributes) {
   size_t n = body.size();
   for (const auto& [k, v] : attributes) n += k.size() + v.size();
   return n;
-}
-
-// The key range of one group's records in the leases/deleted families.
-std::string GroupBegin(uint64_t qid, uint32_t gid, uint64_t offset) {
-  return keys::GroupOffset(qid, gid, offset);
-}
-std::string GroupEnd(uint64_t qid, uint32_t gid) {
-  return keys::PrefixSuccessor(keys::GroupOffset(qid, gid, 0).substr(0, 12));
-}
-
-std::string DelayPrefix(uint64_t qid) {
-  return keys::Delay(qid, 0, 0).substr(0, 9);
 }
 
 absl::Status ValidateVisibilityTimeout(absl::Duration d) {
@@ -61,6 +55,31 @@ absl::Status ValidateBatchSize(size_t n, const char* what) {
   }
   return absl::OkStatus();
 }
+
+// Iterates the keys of one column family in [begin, end).
+class RangeIterator {
+ public:
+  RangeIterator(rocksdb::DB* db, rocksdb::ColumnFamilyHandle* cf,
+                std::string begin, std::string end)
+      : end_(std::move(end)), upper_(end_) {
+    rocksdb::ReadOptions ro;
+    ro.iterate_upper_bound = &upper_;
+    it_.reset(db->NewIterator(ro, cf));
+    it_->Seek(begin);
+  }
+  bool Valid() const { return it_->Valid(); }
+  void Next() { it_->Next(); }
+  absl::string_view key() const { return View(it_->key()); }
+  absl::string_view value() const { return View(it_->value()); }
+  absl::Status status(const char* what) const {
+    return FromRocks(it_->status(), what);
+  }
+
+ private:
+  const std::string end_;
+  rocksdb::Slice upper_;
+  std::unique_ptr<rocksdb::Iterator> it_;
+};
 
 }  // namespace
 
@@ -88,48 +107,67 @@ QueueInfo Queue::info() const {
   return QueueInfo{name_, config_, create_time_};
 }
 
+GroupRecord Queue::RecordOf(const GroupState& g) {
+  GroupRecord rec;
+  rec.id = g.id();
+  rec.name = g.name();
+  rec.delete_floor = g.delete_floor();
+  rec.cursor_base = g.delete_floor();
+  rec.generation = g.generation();
+  return rec;
+}
+
 absl::Status Queue::Load() {
   rocksdb::DB* db = storage_->db();
   absl::MutexLock lock(&mu_);
 
   // Groups.
-  {
-    const std::string begin = keys::GroupPrefix(id_);
-    const std::string end = keys::PrefixSuccessor(begin);
-    rocksdb::Slice upper(end);
-    rocksdb::ReadOptions ro;
-    ro.iterate_upper_bound = &upper;
-    std::unique_ptr<rocksdb::Iterator> it(
-        db->NewIterator(ro, storage_->meta()));
-    for (it->Seek(begin); it->Valid(); it->Next()) {
-      GroupRecord rec;
-      absl::Status s = DecodeGroup(
-          absl::string_view(it->value().data(), it->value().size()), &rec);
-      if (!s.ok()) return s;
-      auto g = std::make_unique<Group>(GroupState(
-          rec.id, rec.name, rec.generation, rec.delete_floor, rec.cursor_base));
-      g->persisted_floor = rec.delete_floor;
-      groups_[rec.id] = std::move(g);
-    }
-    if (!it->status().ok()) return FromRocks(it->status(), "load groups");
+  for (RangeIterator it(db, storage_->meta(), keys::GroupPrefix(id_),
+                        keys::PrefixSuccessor(keys::GroupPrefix(id_)));
+       it.Valid(); it.Next()) {
+    GroupRecord rec;
+    if (absl::Status s = DecodeGroup(it.value(), &rec); !s.ok()) return s;
+    auto g = std::make_unique<Group>(GroupState(
+        rec.id, rec.name, rec.generation, rec.delete_floor, rec.cursor_base));
+    g->persisted_floor = rec.delete_floor;
+    group_ids_[rec.name] = rec.id;
+    next_group_id_ = std::max(next_group_id_, rec.id + 1);
+    groups_[rec.id] = std::move(g);
   }
   if (groups_.find(0) == groups_.end()) {
     groups_[0] = std::make_unique<Group>(GroupState(0, "", 0, 0, 0));
+    group_ids_[""] = 0;
+  }
+  {
+    std::string v;
+    rocksdb::Status s = db->Get(rocksdb::ReadOptions(), storage_->meta(),
+                                keys::NextGroupId(id_), &v);
+    if (s.ok() && v.size() == 4) {
+      next_group_id_ = std::max(next_group_id_, DecodeFixed32BE(v.data()));
+    } else if (!s.ok() && !s.IsNotFound()) {
+      return FromRocks(s, "load group ids");
+    }
   }
 
-  // The next offset: after the last stored message, and never below what a
-  // group has already passed (the last messages may have been removed).
+  // The stored messages: the first is the physical floor; one past the last
+  // is the next offset, though never below what a group has passed (the last
+  // messages may have been removed).
   uint64_t next = 0;
+  bool any_stored = false;
   {
+    RangeIterator first(db, storage_->messages(), keys::QueueBegin(id_),
+                        keys::QueueEnd(id_));
+    uint64_t qid, offset;
+    if (first.Valid() && keys::ParseMessage(first.key(), &qid, &offset)) {
+      any_stored = true;
+      physical_floor_ = offset;
+    }
+    if (absl::Status s = first.status("load offsets"); !s.ok()) return s;
     std::unique_ptr<rocksdb::Iterator> it(
         db->NewIterator(rocksdb::ReadOptions(), storage_->messages()));
     it->SeekForPrev(keys::QueueEnd(id_));
-    uint64_t qid, offset;
-    if (it->Valid() &&
-        keys::ParseMessage(
-            absl::string_view(it->key().data(), it->key().size()), &qid,
-            &offset) &&
-        qid == id_) {
+    if (any_stored && it->Valid() &&
+        keys::ParseMessage(View(it->key()), &qid, &offset) && qid == id_) {
       next = offset + 1;
     }
     if (!it->status().ok()) return FromRocks(it->status(), "load offsets");
@@ -140,33 +178,27 @@ absl::Status Queue::Load() {
     for (int pass = 0; pass < 2; ++pass) {
       rocksdb::ColumnFamilyHandle* cf =
           pass == 0 ? storage_->leases() : storage_->deleted();
-      const std::string begin = GroupBegin(id_, gid, g->state.delete_floor());
-      const std::string end = GroupEnd(id_, gid);
-      rocksdb::Slice upper(end);
-      rocksdb::ReadOptions ro;
-      ro.iterate_upper_bound = &upper;
-      std::unique_ptr<rocksdb::Iterator> it(db->NewIterator(ro, cf));
-      for (it->Seek(begin); it->Valid(); it->Next()) {
+      RangeIterator it(
+          db, cf, keys::GroupOffset(id_, gid, g->state.delete_floor()),
+          keys::PrefixSuccessor(keys::GroupOffsetPrefix(id_, gid)));
+      for (; it.Valid(); it.Next()) {
         uint64_t qid, offset;
         uint32_t kgid;
-        if (!keys::ParseGroupOffset(
-                absl::string_view(it->key().data(), it->key().size()), &qid,
-                &kgid, &offset)) {
+        if (!keys::ParseGroupOffset(it.key(), &qid, &kgid, &offset)) {
           return absl::DataLossError("corrupted lease key");
         }
         if (pass == 0) {
           LeaseRecord lease;
-          absl::Status s = DecodeLease(
-              absl::string_view(it->value().data(), it->value().size()),
-              &lease);
-          if (!s.ok()) return s;
+          if (absl::Status s = DecodeLease(it.value(), &lease); !s.ok()) {
+            return s;
+          }
           g->state.RestoreLease(offset, FromUs(lease.deadline_us),
                                 lease.receive_count);
         } else {
           g->state.RestoreDeleted(offset);
         }
       }
-      if (!it->status().ok()) return FromRocks(it->status(), "load leases");
+      if (absl::Status s = it.status("load leases"); !s.ok()) return s;
     }
     next = std::max(next, g->state.cursor());
 
@@ -174,33 +206,44 @@ absl::Status Queue::Load() {
     rocksdb::Status s = db->Get(rocksdb::ReadOptions(), storage_->meta(),
                                 keys::Counters(id_, gid), &counters);
     if (s.ok()) {
-      absl::Status ds = DecodeCounters(counters, &g->counters);
-      if (!ds.ok()) return ds;
+      if (absl::Status ds = DecodeCounters(counters, &g->counters); !ds.ok()) {
+        return ds;
+      }
     } else if (!s.IsNotFound()) {
       return FromRocks(s, "load counters");
     }
   }
   next_offset_ = committed_ = next;
+  // With nothing stored, everything below the next offset is gone.
+  if (!any_stored) physical_floor_ = next;
+  logical_floor_ = physical_floor_;
+  const absl::Time now = clock_->Now();
+  // Deletions from before the restart are kept for keep_deleted_for from now.
+  UpdateLogicalFloorLocked(now);
 
   // Messages still held back by a send delay.
-  {
-    const absl::Time now = clock_->Now();
-    const std::string end = keys::PrefixSuccessor(DelayPrefix(id_));
-    rocksdb::Slice upper(end);
-    rocksdb::ReadOptions ro;
-    ro.iterate_upper_bound = &upper;
-    std::unique_ptr<rocksdb::Iterator> it(
-        db->NewIterator(ro, storage_->index()));
-    for (it->Seek(keys::Delay(id_, ToUs(now), 0)); it->Valid(); it->Next()) {
-      uint64_t qid, visible_us, offset;
-      if (!keys::ParseDelay(
-              absl::string_view(it->key().data(), it->key().size()), &qid,
-              &visible_us, &offset)) {
-        return absl::DataLossError("corrupted delay index key");
-      }
-      delayed_[offset] = FromUs(static_cast<int64_t>(visible_us));
+  for (RangeIterator it(db, storage_->index(), keys::Delay(id_, ToUs(now), 0),
+                        keys::PrefixSuccessor(keys::DelayPrefix(id_)));
+       it.Valid(); it.Next()) {
+    uint64_t qid, visible_us, offset;
+    if (!keys::ParseDelay(it.key(), &qid, &visible_us, &offset)) {
+      return absl::DataLossError("corrupted delay index key");
     }
-    if (!it->status().ok()) return FromRocks(it->status(), "load delays");
+    delayed_[offset] = FromUs(static_cast<int64_t>(visible_us));
+  }
+
+  // The last time index entry, and the last enqueue time.
+  {
+    std::unique_ptr<rocksdb::Iterator> it(
+        db->NewIterator(rocksdb::ReadOptions(), storage_->index()));
+    it->SeekForPrev(keys::PrefixSuccessor(keys::TimeIndexPrefix(id_)));
+    uint64_t qid, t, offset;
+    if (it->Valid() && keys::ParseTimeIndex(View(it->key()), &qid, &t, &offset) &&
+        qid == id_) {
+      last_index_time_ = last_enqueue_time_ = FromUs(static_cast<int64_t>(t));
+      last_index_offset_ = offset;
+    }
+    if (!it->status().ok()) return FromRocks(it->status(), "load time index");
   }
   return absl::OkStatus();
 }
@@ -210,9 +253,30 @@ absl::Status Queue::EnterLocked() {
   return closed_;
 }
 
+absl::Status Queue::EnterExclusiveLocked() {
+  if (absl::Status s = EnterLocked(); !s.ok()) return s;
+  exclusive_ = true;
+  while (writes_in_flight_ > 0) changed_.Wait(&mu_);
+  return absl::OkStatus();
+}
+
+void Queue::ExitExclusiveLocked() {
+  exclusive_ = false;
+  changed_.SignalAll();
+}
+
 Queue::Group* Queue::FindGroupLocked(uint32_t gid) {
   auto it = groups_.find(gid);
   return it == groups_.end() ? nullptr : it->second.get();
+}
+
+absl::StatusOr<Queue::Group*> Queue::FindGroupLocked(absl::string_view name) {
+  auto it = group_ids_.find(name);
+  if (it == group_ids_.end()) {
+    return absl::NotFoundError(
+        absl::StrCat("group ", name, " not found in queue ", name_));
+  }
+  return groups_.at(it->second).get();
 }
 
 Queue::Group& Queue::DefaultGroupLocked() { return *groups_.at(0); }
@@ -227,10 +291,10 @@ absl::StatusOr<std::vector<uint64_t>> Queue::Send(
     const SendEntry& e = entries[i];
     const size_t bytes = MessageBytes(e.body, e.attributes);
     if (bytes > static_cast<size_t>(config_.max_message_bytes)) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("entry ", i, ": message of ", bytes,
-                       " bytes exceeds the queue's max_message_bytes ",
-                       config_.max_message_bytes));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "entry ", i, ": message of ", bytes,
+          " bytes exceeds the queue's max_message_bytes ",
+          config_.max_message_bytes));
     }
     if (e.delay.has_value() &&
         (*e.delay < absl::ZeroDuration() || *e.delay > Limits::kMaxDelay)) {
@@ -247,43 +311,51 @@ absl::StatusOr<std::vector<uint64_t>> Queue::Send(
     }
   }
 
-  const absl::Time now = clock_->Now();
   const size_t n = entries.size();
-  std::vector<std::string> values(n);
   std::vector<absl::Time> visible_at(n, absl::InfinitePast());
-  for (size_t i = 0; i < n; ++i) {
-    const absl::Duration delay = entries[i].delay.value_or(config_.delay);
-    MessageRecord rec;
-    rec.enqueue_time_us = ToUs(now);
-    if (delay > absl::ZeroDuration()) {
-      visible_at[i] = now + delay;
-      rec.visible_at_us = ToUs(visible_at[i]);
-    }
-    rec.attributes = entries[i].attributes;
-    rec.body = entries[i].body;
-    values[i] = EncodeMessage(rec);
-  }
-
   uint64_t first;
+  absl::Time now;
+  bool index_entry = false;
   {
     absl::MutexLock lock(&mu_);
     if (absl::Status s = EnterLocked(); !s.ok()) return s;
+    now = std::max(clock_->Now(), last_enqueue_time_);
+    last_enqueue_time_ = now;
     first = next_offset_;
     next_offset_ += n;
     pending_sends_[first] = {first + n, false};
     for (size_t i = 0; i < n; ++i) {
-      if (visible_at[i] > now) delayed_[first + i] = visible_at[i];
+      const absl::Duration delay = entries[i].delay.value_or(config_.delay);
+      if (delay > absl::ZeroDuration()) {
+        visible_at[i] = now + delay;
+        delayed_[first + i] = visible_at[i];
+      }
+    }
+    if (now - last_index_time_ >= kTimeIndexInterval ||
+        first - last_index_offset_ >= kTimeIndexStep) {
+      index_entry = true;
+      last_index_time_ = now;
+      last_index_offset_ = first;
     }
     ++writes_in_flight_;
   }
 
   rocksdb::WriteBatch batch;
   for (size_t i = 0; i < n; ++i) {
-    batch.Put(storage_->messages(), keys::Message(id_, first + i), values[i]);
+    MessageRecord rec;
+    rec.enqueue_time_us = ToUs(now);
+    if (visible_at[i] > now) rec.visible_at_us = ToUs(visible_at[i]);
+    rec.attributes = entries[i].attributes;
+    rec.body = entries[i].body;
+    batch.Put(storage_->messages(), keys::Message(id_, first + i),
+              EncodeMessage(rec));
     if (visible_at[i] > now) {
       batch.Put(storage_->index(),
                 keys::Delay(id_, ToUs(visible_at[i]), first + i), "");
     }
+  }
+  if (index_entry) {
+    batch.Put(storage_->index(), keys::TimeIndex(id_, ToUs(now), first), "");
   }
   Counters delta;
   delta.sent = n;
@@ -307,7 +379,9 @@ absl::StatusOr<std::vector<uint64_t>> Queue::Send(
       committed_ = pending_sends_.begin()->second.first;
       pending_sends_.erase(pending_sends_.begin());
     }
-    if (committed_ > before) wake = TakeWaitersLocked(committed_ - before);
+    if (committed_ > before) {
+      for (auto& [gid, g] : groups_) TakeWaiters(*g, committed_ - before, &wake);
+    }
     --writes_in_flight_;
     changed_.SignalAll();
   }
@@ -343,12 +417,16 @@ absl::StatusOr<std::vector<ReceivedMessage>> Queue::Receive(
   const absl::Time now = clock_->Now();
   const absl::Time deadline = now + timeout;
   Group* group;
+  uint32_t gid;
   uint32_t generation;
   {
     absl::MutexLock lock(&mu_);
     if (absl::Status s = EnterLocked(); !s.ok()) return s;
-    group = &DefaultGroupLocked();
+    absl::StatusOr<Group*> found = FindGroupLocked(options.group);
+    if (!found.ok()) return found.status();
+    group = *found;
     GroupState& gs = group->state;
+    gid = gs.id();
     generation = gs.generation();
     gs.Expire(now);
     int taken = 0;
@@ -381,7 +459,7 @@ absl::StatusOr<std::vector<ReceivedMessage>> Queue::Receive(
       ++taken;
     }
     if (taken == 0 && waiter != nullptr && waiter->OnPark()) {
-      waiters_.push_back(std::move(waiter));
+      group->waiters.push_back(std::move(waiter));
       *parked = true;
       ScheduleCheckLocked();
     }
@@ -401,8 +479,8 @@ absl::StatusOr<std::vector<ReceivedMessage>> Queue::Receive(
   std::vector<std::string> values;
   std::vector<rocksdb::ColumnFamilyHandle*> cfs(read_keys.size(),
                                                 storage_->messages());
-  std::vector<rocksdb::Status> read_status =
-      storage_->db()->MultiGet(rocksdb::ReadOptions(), cfs, read_keys, &values);
+  std::vector<rocksdb::Status> read_status = storage_->db()->MultiGet(
+      rocksdb::ReadOptions(), cfs, read_keys, &values);
 
   absl::Status st;
   std::vector<ReceivedMessage> out;
@@ -418,7 +496,7 @@ absl::StatusOr<std::vector<ReceivedMessage>> Queue::Receive(
       st = FromRocks(read_status[k], "read message");
       break;
     }
-    if (!out.empty() && bytes + values[k].size() > kMaxReceiveBytes) {
+    if (!out.empty() && bytes + values[k].size() > kMaxAnswerBytes) {
       p.fate = Pick::kAbort;
       continue;
     }
@@ -438,8 +516,8 @@ absl::StatusOr<std::vector<ReceivedMessage>> Queue::Receive(
     m.enqueue_time = FromUs(rec.enqueue_time_us);
     m.receive_count = p.lease.receive_count;
     m.lease_deadline = p.lease.deadline;
-    m.receipt_handle = EncodeReceipt(Receipt{id_, group->state.id(), generation,
-                                             p.offset, p.lease.receive_count});
+    m.receipt_handle = EncodeReceipt(
+        Receipt{id_, gid, generation, p.offset, p.lease.receive_count});
     out.push_back(std::move(m));
   }
 
@@ -448,14 +526,13 @@ absl::StatusOr<std::vector<ReceivedMessage>> Queue::Receive(
     for (const Pick& p : picks) {
       if (p.fate != Pick::kKeep) continue;
       LeaseRecord rec{ToUs(p.lease.deadline), p.lease.receive_count};
-      batch.Put(storage_->leases(),
-                keys::GroupOffset(id_, group->state.id(), p.offset),
+      batch.Put(storage_->leases(), keys::GroupOffset(id_, gid, p.offset),
                 EncodeLease(rec));
     }
     if (!out.empty()) {
       Counters delta;
       delta.received = out.size();
-      batch.Merge(storage_->meta(), keys::Counters(id_, group->state.id()),
+      batch.Merge(storage_->meta(), keys::Counters(id_, gid),
                   EncodeCounters(delta));
     }
     if (batch.Count() > 0) st = storage_->Write(&batch);
@@ -477,7 +554,7 @@ absl::StatusOr<std::vector<ReceivedMessage>> Queue::Receive(
       }
     }
     if (st.ok()) group->counters.received += out.size();
-    if (returned > 0) wake = TakeWaitersLocked(returned);
+    if (returned > 0) TakeWaiters(*group, returned, &wake);
     ScheduleCheckLocked();
     --writes_in_flight_;
     changed_.SignalAll();
@@ -600,26 +677,12 @@ uint64_t Queue::MaybeWriteFloorLocked(Group& g, absl::Time now,
       now - g.last_floor_write < kFloorWriteInterval) {
     return 0;
   }
-  GroupRecord rec;
-  rec.id = g.state.id();
-  rec.name = g.state.name();
-  rec.delete_floor = floor;
-  rec.cursor_base = floor;
-  rec.generation = g.state.generation();
-  batch->Put(storage_->meta(), keys::Group(id_, rec.id), EncodeGroup(rec));
+  const uint32_t gid = g.state.id();
+  batch->Put(storage_->meta(), keys::Group(id_, gid),
+             EncodeGroup(RecordOf(g.state)));
   batch->DeleteRange(storage_->deleted(),
-                     keys::GroupOffset(id_, rec.id, g.persisted_floor),
-                     keys::GroupOffset(id_, rec.id, floor));
-  // Messages below every group's floor are gone for good.
-  uint64_t min_floor = floor;
-  for (const auto& [gid, other] : groups_) {
-    min_floor = std::min(min_floor, other->state.delete_floor());
-  }
-  batch->DeleteRange(storage_->messages(), keys::Message(id_, 0),
-                     keys::Message(id_, min_floor));
-  // Delay index entries in the past are no longer needed.
-  batch->DeleteRange(storage_->index(), keys::Delay(id_, 0, 0),
-                     keys::Delay(id_, ToUs(now), 0));
+                     keys::GroupOffset(id_, gid, g.persisted_floor),
+                     keys::GroupOffset(id_, gid, floor));
   g.floor_write_in_flight = true;
   g.last_floor_write = now;
   return floor;
@@ -631,6 +694,57 @@ void Queue::FinishFloorWriteLocked(Group& g, uint64_t floor, bool ok) {
   if (ok) g.persisted_floor = std::max(g.persisted_floor, floor);
 }
 
+void Queue::UpdateLogicalFloorLocked(absl::Time now) {
+  uint64_t min_floor = next_offset_;
+  for (const auto& [gid, g] : groups_) {
+    min_floor = std::min(min_floor, g->state.delete_floor());
+  }
+  const absl::Duration keep = config_.retention_keep_deleted_for;
+  if (keep == absl::ZeroDuration()) {
+    logical_floor_ = std::max(logical_floor_, min_floor);
+    return;
+  }
+  // Marks at most one per second: the floor reached, and when it was last
+  // moved within that second (what was deleted last is kept longest).
+  if (min_floor > logical_floor_ &&
+      (floor_marks_.empty() || floor_marks_.back().floor < min_floor)) {
+    if (floor_marks_.empty() ||
+        now - floor_marks_.back().first_at >= kFloorWriteInterval) {
+      floor_marks_.push_back(FloorMark{min_floor, now, now});
+    } else {
+      floor_marks_.back().floor = min_floor;
+      floor_marks_.back().last_at = now;
+    }
+  }
+  while (!floor_marks_.empty() && floor_marks_.front().last_at + keep <= now) {
+    logical_floor_ = std::max(
+        logical_floor_, std::min(floor_marks_.front().floor, min_floor));
+    floor_marks_.pop_front();
+  }
+}
+
+uint64_t Queue::MaybeRemoveLocked(absl::Time now, rocksdb::WriteBatch* batch) {
+  if (remove_in_flight_ || logical_floor_ <= physical_floor_) return 0;
+  if (logical_floor_ - physical_floor_ < kFloorWriteStep &&
+      now - last_remove_ < kFloorWriteInterval) {
+    return 0;
+  }
+  batch->DeleteRange(storage_->messages(), keys::Message(id_, physical_floor_),
+                     keys::Message(id_, logical_floor_));
+  // Delay index entries in the past are no longer needed.
+  batch->DeleteRange(storage_->index(), keys::Delay(id_, 0, 0),
+                     keys::Delay(id_, ToUs(now), 0));
+  remove_in_flight_ = true;
+  last_remove_ = now;
+  return logical_floor_;
+}
+
+void Queue::FinishRemoveLocked(uint64_t floor, bool ok) {
+  if (floor == 0) return;
+  remove_in_flight_ = false;
+  if (ok) physical_floor_ = std::max(physical_floor_, floor);
+}
+
 absl::StatusOr<std::vector<absl::Status>> Queue::Delete(
     absl::Span<const std::string> receipts) {
   if (absl::Status s = ValidateBatchSize(receipts.size(), "a delete batch");
@@ -640,7 +754,9 @@ absl::StatusOr<std::vector<absl::Status>> Queue::Delete(
   std::vector<absl::Status> results(receipts.size());
   std::vector<Change> changes;
   rocksdb::WriteBatch batch;
-  uint64_t floor_written = 0;
+  std::vector<std::pair<Group*, uint64_t>> floors_written;
+  uint64_t removed = 0;
+  const absl::Time now = clock_->Now();
   {
     absl::MutexLock lock(&mu_);
     if (absl::Status s = EnterLocked(); !s.ok()) return s;
@@ -649,8 +765,12 @@ absl::StatusOr<std::vector<absl::Status>> Queue::Delete(
       FillDuplicates(receipts, &results);
       return results;
     }
-    floor_written =
-        MaybeWriteFloorLocked(DefaultGroupLocked(), clock_->Now(), &batch);
+    for (const Change& c : changes) {
+      if (uint64_t f = MaybeWriteFloorLocked(*c.group, now, &batch); f > 0) {
+        floors_written.emplace_back(c.group, f);
+      }
+    }
+    removed = MaybeRemoveLocked(now, &batch);
     ++writes_in_flight_;
   }
 
@@ -681,7 +801,9 @@ absl::StatusOr<std::vector<absl::Status>> Queue::Delete(
       }
       results[c.index] = st;
     }
-    FinishFloorWriteLocked(DefaultGroupLocked(), floor_written, st.ok());
+    for (auto [g, f] : floors_written) FinishFloorWriteLocked(*g, f, st.ok());
+    FinishRemoveLocked(removed, st.ok());
+    if (st.ok()) UpdateLogicalFloorLocked(now);
     ScheduleCheckLocked();
     --writes_in_flight_;
     changed_.SignalAll();
@@ -744,18 +866,16 @@ absl::StatusOr<std::vector<absl::Status>> Queue::ChangeVisibility(
   std::vector<std::shared_ptr<QueueWaiter>> wake;
   {
     absl::MutexLock lock(&mu_);
-    size_t released = 0;
     for (const Change& c : changes) {
       const absl::Duration t = changes_in[c.index].visibility_timeout;
       if (st.ok()) {
         c.group->state.CommitDeadline(c.offset, now + t);
-        if (t == absl::ZeroDuration()) ++released;
+        if (t == absl::ZeroDuration()) TakeWaiters(*c.group, 1, &wake);
       } else {
         c.group->state.AbortChange(c.offset);
       }
       results[c.index] = st;
     }
-    if (released > 0) wake = TakeWaitersLocked(released);
     ScheduleCheckLocked();
     --writes_in_flight_;
     changed_.SignalAll();
@@ -767,13 +887,11 @@ absl::StatusOr<std::vector<absl::Status>> Queue::ChangeVisibility(
 
 absl::StatusOr<uint64_t> Queue::Purge() {
   absl::MutexLock lock(&mu_);
-  if (absl::Status s = EnterLocked(); !s.ok()) return s;
-  exclusive_ = true;
-  while (writes_in_flight_ > 0) changed_.Wait(&mu_);
-
+  if (absl::Status s = EnterExclusiveLocked(); !s.ok()) return s;
   const uint64_t end = next_offset_;
   uint64_t purged = 0;
   {
+    // Messages the default group has not deleted.
     const GroupState& gs = DefaultGroupLocked().state;
     const uint64_t holes_above =
         std::distance(holes_.lower_bound(gs.delete_floor()), holes_.end());
@@ -786,28 +904,25 @@ absl::StatusOr<uint64_t> Queue::Purge() {
                     keys::QueueEnd(id_));
   batch.DeleteRange(storage_->deleted(), keys::QueueBegin(id_),
                     keys::QueueEnd(id_));
-  batch.DeleteRange(storage_->index(), DelayPrefix(id_),
-                    keys::PrefixSuccessor(DelayPrefix(id_)));
-  for (const auto& [gid, g] : groups_) {
-    GroupRecord rec;
-    rec.id = gid;
-    rec.name = g->state.name();
-    rec.delete_floor = end;
-    rec.cursor_base = end;
-    rec.generation = g->state.generation();
+  batch.DeleteRange(storage_->index(), keys::DelayPrefix(id_),
+                    keys::PrefixSuccessor(keys::DelayPrefix(id_)));
+  for (auto& [gid, g] : groups_) {
+    GroupRecord rec = RecordOf(g->state);
+    rec.delete_floor = rec.cursor_base = end;
     batch.Put(storage_->meta(), keys::Group(id_, gid), EncodeGroup(rec));
   }
   const absl::Status st = storage_->Write(&batch);
   if (st.ok()) {
     for (auto& [gid, g] : groups_) {
-      g->state.Reset(end);
+      g->state.Reset(end, g->state.generation());
       g->persisted_floor = end;
     }
     holes_.clear();
     delayed_.clear();
+    floor_marks_.clear();
+    logical_floor_ = physical_floor_ = end;
   }
-  exclusive_ = false;
-  changed_.SignalAll();
+  ExitExclusiveLocked();
   if (!st.ok()) return st;
   return purged;
 }
@@ -829,14 +944,16 @@ void Queue::CountFreshLocked(const GroupState& g, absl::Time now,
   *ready = committed_ - c - holes - *delayed;
 }
 
-absl::StatusOr<QueueStats> Queue::Stats() {
+absl::StatusOr<QueueStats> Queue::Stats(absl::string_view group) {
   QueueStats stats;
   const absl::Time now = clock_->Now();
   std::optional<uint64_t> oldest;
   {
     absl::MutexLock lock(&mu_);
     if (absl::Status s = EnterLocked(); !s.ok()) return s;
-    Group& g = DefaultGroupLocked();
+    absl::StatusOr<Group*> found = FindGroupLocked(group);
+    if (!found.ok()) return found.status();
+    Group& g = **found;
     g.state.Expire(now);
     uint64_t fresh_ready, fresh_delayed;
     CountFreshLocked(g.state, now, &fresh_ready, &fresh_delayed);
@@ -845,7 +962,7 @@ absl::StatusOr<QueueStats> Queue::Stats() {
     stats.ready = g.state.ready_count() + fresh_ready;
     stats.in_flight = in_flight;
     stats.delayed = delayed + fresh_delayed;
-    stats.sent_total = g.counters.sent;
+    stats.sent_total = DefaultGroupLocked().counters.sent;
     stats.received_total = g.counters.received;
     stats.deleted_total = g.counters.deleted;
     stats.next_offset = next_offset_;
@@ -875,15 +992,336 @@ absl::StatusOr<QueueStats> Queue::Stats() {
   return stats;
 }
 
+GroupInfo Queue::InfoLocked(const Group& g) {
+  GroupInfo info;
+  info.name = g.state.name();
+  info.cursor = g.state.cursor();
+  info.delete_floor = g.state.delete_floor();
+  info.lag = committed_ > info.cursor ? committed_ - info.cursor : 0;
+  size_t in_flight, delayed;
+  g.state.CountPending(&in_flight, &delayed);
+  info.in_flight = in_flight;
+  return info;
+}
+
+absl::StatusOr<uint64_t> Queue::OffsetForTime(absl::Time t) {
+  uint64_t floor, end;
+  {
+    absl::MutexLock lock(&mu_);
+    if (absl::Status s = EnterLocked(); !s.ok()) return s;
+    floor = logical_floor_;
+    end = committed_;
+  }
+  if (t > clock_->Now()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("time ", absl::FormatTime(t), " is in the future"));
+  }
+  // The last index entry before `t` bounds the scan from below: every
+  // message from its offset on was enqueued at or after its time, and the
+  // next entry is at most kTimeIndexStep messages further.
+  uint64_t start = floor;
+  {
+    std::unique_ptr<rocksdb::Iterator> it(
+        storage_->db()->NewIterator(rocksdb::ReadOptions(), storage_->index()));
+    const int64_t us = ToUs(t);
+    it->SeekForPrev(keys::TimeIndex(id_, us > 0 ? us - 1 : 0, UINT64_MAX));
+    uint64_t qid, time_us, offset;
+    if (it->Valid() && keys::ParseTimeIndex(View(it->key()), &qid, &time_us,
+                                            &offset) &&
+        qid == id_) {
+      start = std::max(start, offset);
+    }
+    if (!it->status().ok()) return FromRocks(it->status(), "time index");
+  }
+  RangeIterator it(storage_->db(), storage_->messages(),
+                   keys::Message(id_, start), keys::Message(id_, end));
+  for (; it.Valid(); it.Next()) {
+    uint64_t qid, offset;
+    MessageRecord rec;
+    if (!keys::ParseMessage(it.key(), &qid, &offset)) {
+      return absl::DataLossError("corrupted message key");
+    }
+    if (absl::Status s = DecodeMessage(it.value(), &rec); !s.ok()) return s;
+    if (FromUs(rec.enqueue_time_us) >= t) return offset;
+  }
+  if (absl::Status s = it.status("find offset for time"); !s.ok()) return s;
+  return end;
+}
+
+absl::StatusOr<uint64_t> Queue::ResolvePosition(const LogPosition& p) {
+  if (p.kind == LogPosition::Kind::kTime) return OffsetForTime(p.time);
+  absl::MutexLock lock(&mu_);
+  if (absl::Status s = EnterLocked(); !s.ok()) return s;
+  switch (p.kind) {
+    case LogPosition::Kind::kEarliest:
+      return logical_floor_;
+    case LogPosition::Kind::kLatest:
+      return next_offset_;
+    default:
+      break;
+  }
+  if (p.offset > next_offset_) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("offset ", p.offset, " is past the end of queue ", name_,
+                     " (next offset ", next_offset_, ")"));
+  }
+  return std::max(p.offset, logical_floor_);
+}
+
+absl::StatusOr<GroupInfo> Queue::CreateGroup(absl::string_view name,
+                                             const LogPosition& start) {
+  if (absl::Status s = ValidateGroupName(name); !s.ok()) return s;
+  absl::StatusOr<uint64_t> offset = ResolvePosition(start);
+  if (!offset.ok()) return offset.status();
+  absl::MutexLock lock(&mu_);
+  if (absl::Status s = EnterExclusiveLocked(); !s.ok()) return s;
+  if (group_ids_.contains(name)) {
+    ExitExclusiveLocked();
+    return absl::AlreadyExistsError(
+        absl::StrCat("group ", name, " already exists in queue ", name_));
+  }
+  // Retention may have moved on since the position was resolved.
+  const uint64_t at = std::min(std::max(*offset, logical_floor_), next_offset_);
+  const uint32_t gid = next_group_id_;
+  GroupState state(gid, std::string(name), 0, at, at);
+  rocksdb::WriteBatch batch;
+  batch.Put(storage_->meta(), keys::Group(id_, gid),
+            EncodeGroup(RecordOf(state)));
+  std::string next;
+  PutFixed32BE(&next, gid + 1);
+  batch.Put(storage_->meta(), keys::NextGroupId(id_), next);
+  const absl::Status st = storage_->Write(&batch);
+  GroupInfo info;
+  if (st.ok()) {
+    next_group_id_ = gid + 1;
+    auto g = std::make_unique<Group>(std::move(state));
+    g->persisted_floor = at;
+    info = InfoLocked(*g);
+    group_ids_[std::string(name)] = gid;
+    groups_[gid] = std::move(g);
+  }
+  ExitExclusiveLocked();
+  if (!st.ok()) return st;
+  return info;
+}
+
+absl::Status Queue::DeleteGroup(absl::string_view name) {
+  std::vector<std::shared_ptr<QueueWaiter>> wake;
+  absl::Status st;
+  {
+    absl::MutexLock lock(&mu_);
+    if (absl::Status s = EnterExclusiveLocked(); !s.ok()) return s;
+    absl::StatusOr<Group*> found = FindGroupLocked(name);
+    if (!found.ok() || name.empty()) {
+      ExitExclusiveLocked();
+      return found.ok() ? absl::FailedPreconditionError(
+                              "the default group cannot be deleted")
+                        : found.status();
+    }
+    const uint32_t gid = (*found)->state.id();
+    rocksdb::WriteBatch batch;
+    batch.Delete(storage_->meta(), keys::Group(id_, gid));
+    batch.Delete(storage_->meta(), keys::Counters(id_, gid));
+    const std::string prefix = keys::GroupOffsetPrefix(id_, gid);
+    for (rocksdb::ColumnFamilyHandle* cf :
+         {storage_->leases(), storage_->deleted()}) {
+      batch.DeleteRange(cf, prefix, keys::PrefixSuccessor(prefix));
+    }
+    st = storage_->Write(&batch);
+    if (st.ok()) {
+      TakeWaiters(**found, (*found)->waiters.size(), &wake);
+      group_ids_.erase(group_ids_.find(name));
+      groups_.erase(gid);
+      UpdateLogicalFloorLocked(clock_->Now());
+    }
+    ExitExclusiveLocked();
+  }
+  WakeAll(wake);
+  return st;
+}
+
+absl::StatusOr<std::vector<GroupInfo>> Queue::ListGroups() {
+  absl::MutexLock lock(&mu_);
+  if (absl::Status s = EnterLocked(); !s.ok()) return s;
+  std::vector<GroupInfo> out;
+  for (const auto& [gid, g] : groups_) out.push_back(InfoLocked(*g));
+  std::sort(out.begin() + 1, out.end(),
+            [](const GroupInfo& a, const GroupInfo& b) {
+              return a.name < b.name;
+            });
+  return out;
+}
+
+absl::StatusOr<GroupInfo> Queue::SeekGroup(absl::string_view name,
+                                           const LogPosition& to) {
+  absl::StatusOr<uint64_t> offset = ResolvePosition(to);
+  if (!offset.ok()) return offset.status();
+  std::vector<std::shared_ptr<QueueWaiter>> wake;
+  absl::Status st;
+  GroupInfo info;
+  {
+    absl::MutexLock lock(&mu_);
+    if (absl::Status s = EnterExclusiveLocked(); !s.ok()) return s;
+    absl::StatusOr<Group*> found = FindGroupLocked(name);
+    if (!found.ok()) {
+      ExitExclusiveLocked();
+      return found.status();
+    }
+    Group& g = **found;
+    const uint64_t at =
+        std::min(std::max(*offset, logical_floor_), next_offset_);
+    const uint32_t gid = g.state.id();
+    GroupState moved(gid, g.state.name(), g.state.generation() + 1, at, at);
+    rocksdb::WriteBatch batch;
+    const std::string prefix = keys::GroupOffsetPrefix(id_, gid);
+    for (rocksdb::ColumnFamilyHandle* cf :
+         {storage_->leases(), storage_->deleted()}) {
+      batch.DeleteRange(cf, prefix, keys::PrefixSuccessor(prefix));
+    }
+    batch.Put(storage_->meta(), keys::Group(id_, gid),
+              EncodeGroup(RecordOf(moved)));
+    st = storage_->Write(&batch);
+    if (st.ok()) {
+      g.state.Reset(at, moved.generation());
+      g.persisted_floor = at;
+      info = InfoLocked(g);
+      TakeWaiters(g, g.waiters.size(), &wake);
+      UpdateLogicalFloorLocked(clock_->Now());
+    }
+    ExitExclusiveLocked();
+  }
+  WakeAll(wake);
+  if (!st.ok()) return st;
+  return info;
+}
+
+absl::StatusOr<ReadResult> Queue::Read(const ReadOptions& options) {
+  if (options.max_messages < 1 ||
+      options.max_messages > Limits::kMaxBatchEntries) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("max_messages must be 1-", Limits::kMaxBatchEntries,
+                     ", got ", options.max_messages));
+  }
+  if (options.max_bytes == 0 || options.max_bytes > kMaxAnswerBytes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("max_bytes must be 1-", kMaxAnswerBytes, ", got ",
+                     options.max_bytes));
+  }
+  absl::StatusOr<uint64_t> from = ResolvePosition(options.from);
+  if (!from.ok()) return from.status();
+  uint64_t end;
+  {
+    absl::MutexLock lock(&mu_);
+    if (absl::Status s = EnterLocked(); !s.ok()) return s;
+    end = committed_;
+  }
+  ReadResult result;
+  result.next_offset = *from;
+  size_t bytes = 0;
+  RangeIterator it(storage_->db(), storage_->messages(),
+                   keys::Message(id_, *from), keys::Message(id_, end));
+  for (; it.Valid(); it.Next()) {
+    if (static_cast<int>(result.messages.size()) >= options.max_messages) break;
+    if (!result.messages.empty() &&
+        bytes + it.value().size() > options.max_bytes) {
+      break;
+    }
+    uint64_t qid, offset;
+    MessageRecord rec;
+    if (!keys::ParseMessage(it.key(), &qid, &offset)) {
+      return absl::DataLossError("corrupted message key");
+    }
+    if (absl::Status s = DecodeMessage(it.value(), &rec); !s.ok()) return s;
+    bytes += it.value().size();
+    StoredMessage m;
+    m.offset = offset;
+    m.body = std::move(rec.body);
+    m.attributes = std::move(rec.attributes);
+    m.enqueue_time = FromUs(rec.enqueue_time_us);
+    result.messages.push_back(std::move(m));
+    result.next_offset = offset + 1;
+  }
+  if (absl::Status s = it.status("read"); !s.ok()) return s;
+  if (result.messages.empty()) result.next_offset = std::max(*from, end);
+  return result;
+}
+
+absl::Status Queue::ApplyRetention() {
+  const absl::Time now = clock_->Now();
+  rocksdb::WriteBatch batch;
+  uint64_t removed = 0;
+  absl::Status st;
+  if (config_.retention_max_age > absl::ZeroDuration()) {
+    // Messages enqueued before the cutoff are removed whatever their state:
+    // every group's floor moves past them.
+    absl::StatusOr<uint64_t> cutoff =
+        OffsetForTime(now - config_.retention_max_age);
+    if (!cutoff.ok()) return cutoff.status();
+    absl::MutexLock lock(&mu_);
+    if (*cutoff > logical_floor_) {
+      if (absl::Status s = EnterExclusiveLocked(); !s.ok()) return s;
+      // Memory moves first: should the write fail, what it removes is gone
+      // for readers now and is written with the next floor write.
+      for (auto& [gid, g] : groups_) {
+        if (g->state.delete_floor() >= *cutoff) continue;
+        g->state.DropBelow(*cutoff);
+        batch.Put(storage_->meta(), keys::Group(id_, gid),
+                  EncodeGroup(RecordOf(g->state)));
+        for (rocksdb::ColumnFamilyHandle* cf :
+             {storage_->leases(), storage_->deleted()}) {
+          batch.DeleteRange(cf, keys::GroupOffset(id_, gid, 0),
+                            keys::GroupOffset(id_, gid, *cutoff));
+        }
+      }
+      for (auto it = delayed_.begin(); it != delayed_.end();) {
+        if (it->first < *cutoff) {
+          delayed_.erase(it++);
+        } else {
+          ++it;
+        }
+      }
+      logical_floor_ = *cutoff;
+      floor_marks_.clear();
+      removed = MaybeRemoveLocked(now, &batch);
+      st = storage_->Write(&batch);
+      if (st.ok()) {
+        for (auto& [gid, g] : groups_) {
+          g->persisted_floor =
+              std::max(g->persisted_floor, std::min(*cutoff,
+                                                    g->state.delete_floor()));
+        }
+      }
+      FinishRemoveLocked(removed, st.ok());
+      ExitExclusiveLocked();
+      if (!st.ok()) return st;
+      batch.Clear();
+    }
+  }
+  // Messages every group deleted long enough ago.
+  {
+    absl::MutexLock lock(&mu_);
+    if (absl::Status s = EnterLocked(); !s.ok()) return s;
+    UpdateLogicalFloorLocked(now);
+    removed = MaybeRemoveLocked(now, &batch);
+    if (removed == 0) return absl::OkStatus();
+    ++writes_in_flight_;
+  }
+  st = storage_->Write(&batch);
+  absl::MutexLock lock(&mu_);
+  FinishRemoveLocked(removed, st.ok());
+  --writes_in_flight_;
+  changed_.SignalAll();
+  return st;
+}
+
 absl::Status Queue::Drop(rocksdb::WriteBatch* batch) {
   std::vector<std::shared_ptr<QueueWaiter>> wake;
   {
     absl::MutexLock lock(&mu_);
-    if (absl::Status s = EnterLocked(); !s.ok()) return s;
-    exclusive_ = true;
-    while (writes_in_flight_ > 0) changed_.Wait(&mu_);
+    if (absl::Status s = EnterExclusiveLocked(); !s.ok()) return s;
     batch->Delete(storage_->meta(), keys::QueueName(name_));
     batch->Delete(storage_->meta(), keys::Queue(id_));
+    batch->Delete(storage_->meta(), keys::NextGroupId(id_));
     batch->DeleteRange(storage_->meta(), keys::GroupPrefix(id_),
                        keys::PrefixSuccessor(keys::GroupPrefix(id_)));
     batch->DeleteRange(storage_->meta(), keys::CountersPrefix(id_),
@@ -892,14 +1330,16 @@ absl::Status Queue::Drop(rocksdb::WriteBatch* batch) {
          {storage_->messages(), storage_->leases(), storage_->deleted()}) {
       batch->DeleteRange(cf, keys::QueueBegin(id_), keys::QueueEnd(id_));
     }
-    batch->DeleteRange(storage_->index(), DelayPrefix(id_),
-                       keys::PrefixSuccessor(DelayPrefix(id_)));
+    for (const std::string& prefix :
+         {keys::DelayPrefix(id_), keys::TimeIndexPrefix(id_)}) {
+      batch->DeleteRange(storage_->index(), prefix,
+                         keys::PrefixSuccessor(prefix));
+    }
     const absl::Status st = storage_->Write(batch);
-    exclusive_ = false;
-    changed_.SignalAll();
+    ExitExclusiveLocked();
     if (!st.ok()) return st;
     closed_ = absl::NotFoundError(absl::StrCat("queue ", name_, " not found"));
-    wake = TakeWaitersLocked(waiters_.size());
+    TakeAllWaitersLocked(&wake);
   }
   WakeAll(wake);
   return absl::OkStatus();
@@ -912,40 +1352,44 @@ void Queue::Close() {
     if (closed_.ok()) {
       closed_ = absl::UnavailableError("the server is shutting down");
     }
-    wake = TakeWaitersLocked(waiters_.size());
+    TakeAllWaitersLocked(&wake);
   }
   WakeAll(wake);
 }
 
-std::vector<std::shared_ptr<QueueWaiter>> Queue::TakeWaitersLocked(size_t n) {
-  std::vector<std::shared_ptr<QueueWaiter>> out;
-  while (n > 0 && !waiters_.empty()) {
-    std::shared_ptr<QueueWaiter> w = std::move(waiters_.front());
-    waiters_.pop_front();
+void Queue::TakeWaiters(Group& g, size_t n,
+                        std::vector<std::shared_ptr<QueueWaiter>>* out) {
+  while (n > 0 && !g.waiters.empty()) {
+    std::shared_ptr<QueueWaiter> w = std::move(g.waiters.front());
+    g.waiters.pop_front();
     if (w->Parked()) {
-      out.push_back(std::move(w));
+      out->push_back(std::move(w));
       --n;
     }
   }
-  return out;
+}
+
+void Queue::TakeAllWaitersLocked(
+    std::vector<std::shared_ptr<QueueWaiter>>* out) {
+  for (auto& [gid, g] : groups_) TakeWaiters(*g, g->waiters.size(), out);
 }
 
 void Queue::ScheduleCheckLocked() {
-  // Drop waiters that left (timed out, cancelled) while nothing happened.
-  if (waiters_.size() >= 64) {
-    size_t parked = 0;
-    for (const auto& w : waiters_) parked += w->Parked() ? 1 : 0;
-    if (parked * 2 < waiters_.size()) {
-      std::deque<std::shared_ptr<QueueWaiter>> keep;
-      for (auto& w : waiters_) {
-        if (w->Parked()) keep.push_back(std::move(w));
-      }
-      waiters_.swap(keep);
-    }
-  }
-  if (waiters_.empty()) return;
   std::optional<absl::Time> next;
-  for (const auto& [gid, g] : groups_) {
+  for (auto& [gid, g] : groups_) {
+    // Drop waiters that left (timed out, cancelled) while nothing happened.
+    if (g->waiters.size() >= 64) {
+      size_t parked = 0;
+      for (const auto& w : g->waiters) parked += w->Parked() ? 1 : 0;
+      if (parked * 2 < g->waiters.size()) {
+        std::deque<std::shared_ptr<QueueWaiter>> keep;
+        for (auto& w : g->waiters) {
+          if (w->Parked()) keep.push_back(std::move(w));
+        }
+        g->waiters.swap(keep);
+      }
+    }
+    if (g->waiters.empty()) continue;
     std::optional<absl::Time> t = g->state.NextDeadline();
     if (t.has_value() && (!next.has_value() || *t < *next)) next = t;
   }
@@ -962,12 +1406,10 @@ void Queue::CheckDeadlines() {
     absl::MutexLock lock(&mu_);
     next_check_ = absl::InfiniteFuture();
     const absl::Time now = clock_->Now();
-    size_t ready = 0;
     for (auto& [gid, g] : groups_) {
       g->state.Expire(now);
-      ready += g->state.ready_count();
+      TakeWaiters(*g, g->state.ready_count(), &wake);
     }
-    if (ready > 0) wake = TakeWaitersLocked(ready);
     ScheduleCheckLocked();
   }
   WakeAll(wake);

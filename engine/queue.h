@@ -1,9 +1,13 @@
-// One queue: its configuration, its offsets, its consumer groups' state, and
-// the waiters parked on it. Decisions are made in memory under the queue's
-// lock; the RocksDB write that makes them durable happens outside it, so
-// concurrent callers share fsyncs (group commit). Entries being written are
-// marked busy, and the in-memory state is committed (or rolled back) once the
-// write returns. Nothing is acknowledged before it is durable.
+// One queue: its configuration, its log of offsets, its consumer groups'
+// delivery state, retention, and the receivers parked on it.
+//
+// Decisions are made in memory under the queue's lock; the RocksDB write that
+// makes them durable happens outside it, so concurrent callers share fsyncs
+// (group commit). Entries being written are marked busy, and the in-memory
+// state is committed (or rolled back) once the write returns. Nothing is
+// acknowledged before it is durable. Rare structural changes (purge, seek,
+// group creation and deletion, age retention) run exclusively: they wait for
+// writes in flight and hold new calls back until they are done.
 #ifndef WEIR_ENGINE_QUEUE_H_
 #define WEIR_ENGINE_QUEUE_H_
 
@@ -30,7 +34,7 @@
 
 namespace weir {
 
-// Something parked until a queue may have messages for it.
+// Something parked until a queue group may have messages for it.
 class QueueWaiter {
  public:
   virtual ~QueueWaiter() = default;
@@ -57,10 +61,10 @@ class Queue : public std::enable_shared_from_this<Queue> {
 
   uint64_t id() const { return id_; }
   const std::string& name() const { return name_; }
+  const QueueConfig& config() const { return config_; }
   QueueInfo info() const;
 
-  absl::StatusOr<std::vector<uint64_t>> Send(
-      absl::Span<const SendEntry> entries);
+  absl::StatusOr<std::vector<uint64_t>> Send(absl::Span<const SendEntry> entries);
 
   // Leases up to options.max_messages. When none is ready and `waiter` is
   // given, parks it (atomically with finding nothing) and sets *parked.
@@ -74,9 +78,22 @@ class Queue : public std::enable_shared_from_this<Queue> {
       absl::Span<const VisibilityChange> changes);
 
   absl::StatusOr<uint64_t> Purge();
-  absl::StatusOr<QueueStats> Stats();
+  absl::StatusOr<QueueStats> Stats(absl::string_view group);
 
-  // Removes every record of the queue in `batch`'s write; afterwards every
+  absl::StatusOr<GroupInfo> CreateGroup(absl::string_view name,
+                                        const LogPosition& start);
+  absl::Status DeleteGroup(absl::string_view name);
+  absl::StatusOr<std::vector<GroupInfo>> ListGroups();
+  absl::StatusOr<GroupInfo> SeekGroup(absl::string_view name,
+                                      const LogPosition& to);
+  absl::StatusOr<ReadResult> Read(const ReadOptions& options);
+
+  // Removes what retention no longer keeps: messages older than max_age
+  // (whatever their state) and messages every group deleted more than
+  // keep_deleted_for ago.
+  absl::Status ApplyRetention();
+
+  // Removes every record of the queue with `batch`'s write; afterwards every
   // call fails with NOT_FOUND and parked waiters are woken.
   absl::Status Drop(rocksdb::WriteBatch* batch);
   // Engine shutdown: calls fail with UNAVAILABLE; parked waiters are woken.
@@ -92,6 +109,7 @@ class Queue : public std::enable_shared_from_this<Queue> {
     absl::Time last_floor_write = absl::InfinitePast();
     // Totals; `sent` is kept in the default group's.
     Counters counters;
+    std::deque<std::shared_ptr<QueueWaiter>> waiters;
   };
 
   // A receipt checked and resolved to a lease about to change.
@@ -102,12 +120,35 @@ class Queue : public std::enable_shared_from_this<Queue> {
     uint32_t receive_count;
   };
 
-  // Fails unless the queue is open; waits while a purge runs.
+  // A point in time when the lowest delete floor over all groups had
+  // reached `floor` (for keep_deleted_for).
+  struct FloorMark {
+    uint64_t floor;
+    absl::Time first_at;
+    absl::Time last_at;
+  };
+
+  // Fails unless the queue is open; waits while an exclusive change runs.
   absl::Status EnterLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void ExitLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Like EnterLocked, then waits for writes in flight and holds new calls
+  // back until ExitExclusiveLocked.
+  absl::Status EnterExclusiveLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void ExitExclusiveLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   Group* FindGroupLocked(uint32_t gid) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::StatusOr<Group*> FindGroupLocked(absl::string_view name)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   Group& DefaultGroupLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  GroupInfo InfoLocked(const Group& g) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  static GroupRecord RecordOf(const GroupState& g);
+
+  // The offset of the first message enqueued at or after `t`, or the end of
+  // the log. Reads storage through the sparse time index; takes no lock but
+  // mu_ briefly.
+  absl::StatusOr<uint64_t> OffsetForTime(absl::Time t);
+  // Resolves a position to an offset in [logical floor, end of log].
+  // INVALID_ARGUMENT past the end or in the future.
+  absl::StatusOr<uint64_t> ResolvePosition(const LogPosition& p);
 
   // Resolves receipts to idle leases (waiting for busy ones), marks them busy,
   // and fills `results` for receipts that resolve to nothing to change.
@@ -116,13 +157,23 @@ class Queue : public std::enable_shared_from_this<Queue> {
       absl::Span<const std::string> receipts, bool deleting,
       std::vector<absl::Status>* results) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
-  // Adds the delete-floor write (group record plus range deletes of what is
-  // below the floor) to `batch` when it is due. Returns the floor written, or
-  // 0 when nothing was added.
+  // Adds the delete-floor write of `g` (group record plus a range delete of
+  // its deleted keys below the floor) to `batch` when it is due. Returns the
+  // floor written, or 0 when nothing was added.
   uint64_t MaybeWriteFloorLocked(Group& g, absl::Time now,
                                  rocksdb::WriteBatch* batch)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void FinishFloorWriteLocked(Group& g, uint64_t floor, bool ok)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Moves the logical floor (what replay can still reach) up to what every
+  // group has deleted, less what keep_deleted_for still keeps.
+  void UpdateLogicalFloorLocked(absl::Time now)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Adds a range delete of the messages below the logical floor to `batch`
+  // when it is due. Returns the new physical floor, or 0.
+  uint64_t MaybeRemoveLocked(absl::Time now, rocksdb::WriteBatch* batch)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void FinishRemoveLocked(uint64_t floor, bool ok)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   // Number of messages in [g.cursor, committed_) that can be delivered now,
@@ -130,8 +181,11 @@ class Queue : public std::enable_shared_from_this<Queue> {
   void CountFreshLocked(const GroupState& g, absl::Time now, uint64_t* ready,
                         uint64_t* delayed) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
-  // Takes up to `n` parked waiters to wake (call Wake outside the lock).
-  std::vector<std::shared_ptr<QueueWaiter>> TakeWaitersLocked(size_t n)
+  // Takes up to `n` parked waiters of `g` to wake (call Wake outside the
+  // lock).
+  static void TakeWaiters(Group& g, size_t n,
+                          std::vector<std::shared_ptr<QueueWaiter>>* out);
+  void TakeAllWaitersLocked(std::vector<std::shared_ptr<QueueWaiter>>* out)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Arms a timer for the next lease deadline while waiters are parked.
   void ScheduleCheckLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -148,7 +202,8 @@ class Queue : public std::enable_shared_from_this<Queue> {
   const QueueConfig config_;
 
   mutable absl::Mutex mu_;
-  // Signalled when busy entries, writes in flight or a purge finish.
+  // Signalled when busy entries, writes in flight or an exclusive change
+  // finish.
   absl::CondVar changed_;
   absl::Status closed_ ABSL_GUARDED_BY(mu_);  // Non-OK once dropped/closed.
   bool exclusive_ ABSL_GUARDED_BY(mu_) = false;
@@ -158,6 +213,11 @@ class Queue : public std::enable_shared_from_this<Queue> {
   // below committed_ is written (or failed, see holes_).
   uint64_t next_offset_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t committed_ ABSL_GUARDED_BY(mu_) = 0;
+  // Enqueue times never go backwards along offsets.
+  absl::Time last_enqueue_time_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
+  // The last sparse time index entry written.
+  absl::Time last_index_time_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
+  uint64_t last_index_offset_ ABSL_GUARDED_BY(mu_) = 0;
   // Sends being written: first offset -> (end offset, finished).
   std::map<uint64_t, std::pair<uint64_t, bool>> pending_sends_
       ABSL_GUARDED_BY(mu_);
@@ -166,9 +226,18 @@ class Queue : public std::enable_shared_from_this<Queue> {
   // Messages not visible yet: offset -> visible at.
   absl::flat_hash_map<uint64_t, absl::Time> delayed_ ABSL_GUARDED_BY(mu_);
 
-  std::map<uint32_t, std::unique_ptr<Group>> groups_ ABSL_GUARDED_BY(mu_);
+  // Retention. Offsets below logical_floor_ are gone for every reader;
+  // messages below physical_floor_ are removed from storage too.
+  uint64_t logical_floor_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t physical_floor_ ABSL_GUARDED_BY(mu_) = 0;
+  bool remove_in_flight_ ABSL_GUARDED_BY(mu_) = false;
+  absl::Time last_remove_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
+  std::deque<FloorMark> floor_marks_ ABSL_GUARDED_BY(mu_);
 
-  std::deque<std::shared_ptr<QueueWaiter>> waiters_ ABSL_GUARDED_BY(mu_);
+  std::map<uint32_t, std::unique_ptr<Group>> groups_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<std::string, uint32_t> group_ids_ ABSL_GUARDED_BY(mu_);
+  uint32_t next_group_id_ ABSL_GUARDED_BY(mu_) = 1;
+
   absl::Time next_check_ ABSL_GUARDED_BY(mu_) = absl::InfiniteFuture();
 };
 

@@ -31,13 +31,28 @@ absl::Status NormalizeQueueConfig(QueueConfig* config) {
         absl::StrCat("delay ", absl::FormatDuration(config->delay),
                      " is out of range [0, 15m]"));
   }
+  if (config->retention_max_age < absl::ZeroDuration() ||
+      (config->retention_max_age > absl::ZeroDuration() &&
+       config->retention_max_age < absl::Seconds(1))) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "retention max_age ", absl::FormatDuration(config->retention_max_age),
+        " must be 0 (no limit) or at least 1s"));
+  }
+  if (config->retention_keep_deleted_for < absl::ZeroDuration()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("retention keep_deleted_for ",
+                     absl::FormatDuration(config->retention_keep_deleted_for),
+                     " must not be negative"));
+  }
   return absl::OkStatus();
 }
 
-absl::Status ValidateQueueName(absl::string_view name) {
+namespace {
+
+absl::Status ValidateName(absl::string_view what, absl::string_view name) {
   if (name.empty() || name.size() > Limits::kMaxQueueNameLength) {
     return absl::InvalidArgumentError(
-        absl::StrCat("queue name must be 1-", Limits::kMaxQueueNameLength,
+        absl::StrCat(what, " name must be 1-", Limits::kMaxQueueNameLength,
                      " characters, got ", name.size()));
   }
   for (char c : name) {
@@ -45,11 +60,21 @@ absl::Status ValidateQueueName(absl::string_view name) {
                     (c >= '0' && c <= '9') || c == '_' || c == '-';
     if (!ok) {
       return absl::InvalidArgumentError(
-          absl::StrCat("queue name may contain only [A-Za-z0-9_-], got \"",
+          absl::StrCat(what, " name may contain only [A-Za-z0-9_-], got \"",
                        absl::CHexEscape(name), "\""));
     }
   }
   return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status ValidateQueueName(absl::string_view name) {
+  return ValidateName("queue", name);
+}
+
+absl::Status ValidateGroupName(absl::string_view name) {
+  return ValidateName("group", name);
 }
 
 }  // namespace weir

@@ -30,10 +30,17 @@ struct QueueConfig {
   int64_t max_message_bytes = 256 << 10;
   // Delay applied to messages sent without one.
   absl::Duration delay = absl::ZeroDuration();
+  // Messages older than this are removed whatever their state. 0: no limit.
+  absl::Duration retention_max_age = absl::ZeroDuration();
+  // How long a message deleted by every group is kept for replay before it
+  // is removed. 0: removed as soon as every group has deleted it.
+  absl::Duration retention_keep_deleted_for = absl::ZeroDuration();
 
   friend bool operator==(const QueueConfig& a, const QueueConfig& b) {
     return a.visibility_timeout == b.visibility_timeout &&
-           a.max_message_bytes == b.max_message_bytes && a.delay == b.delay;
+           a.max_message_bytes == b.max_message_bytes && a.delay == b.delay &&
+           a.retention_max_age == b.retention_max_age &&
+           a.retention_keep_deleted_for == b.retention_keep_deleted_for;
   }
   friend bool operator!=(const QueueConfig& a, const QueueConfig& b) {
     return !(a == b);
@@ -46,6 +53,8 @@ absl::Status NormalizeQueueConfig(QueueConfig* config);
 
 // OK if `name` is 1-80 characters of [A-Za-z0-9_-]; INVALID_ARGUMENT if not.
 absl::Status ValidateQueueName(absl::string_view name);
+// The same rule for consumer group names (the default group has none).
+absl::Status ValidateGroupName(absl::string_view name);
 
 }  // namespace weir
 

@@ -118,6 +118,8 @@ enum : uint32_t {
   kQueueVisibilityUs = 4,
   kQueueMaxMessageBytes = 5,
   kQueueDelayUs = 6,
+  kQueueMaxAgeUs = 7,
+  kQueueKeepDeletedUs = 8,
 };
 
 std::string EncodeQueue(const QueueRecord& q) {
@@ -130,6 +132,10 @@ std::string EncodeQueue(const QueueRecord& q) {
   PutVarintField(&out, kQueueMaxMessageBytes, q.config.max_message_bytes);
   PutVarintField(&out, kQueueDelayUs,
                  absl::ToInt64Microseconds(q.config.delay));
+  PutVarintField(&out, kQueueMaxAgeUs,
+                 absl::ToInt64Microseconds(q.config.retention_max_age));
+  PutVarintField(&out, kQueueKeepDeletedUs,
+                 absl::ToInt64Microseconds(q.config.retention_keep_deleted_for));
   return out;
 }
 
@@ -154,6 +160,12 @@ absl::Status DecodeQueue(absl::string_view in, QueueRecord* q) {
             break;
           case kQueueDelayUs:
             q->config.delay = absl::Microseconds(s);
+            break;
+          case kQueueMaxAgeUs:
+            q->config.retention_max_age = absl::Microseconds(s);
+            break;
+          case kQueueKeepDeletedUs:
+            q->config.retention_keep_deleted_for = absl::Microseconds(s);
             break;
         }
       },

@@ -183,7 +183,7 @@ grpc::Status WeirService::PurgeQueue(grpc::ServerContext*,
 grpc::Status WeirService::GetQueueStats(grpc::ServerContext*,
                                         const pb::GetQueueStatsRequest* req,
                                         pb::QueueStats* resp) {
-  auto r = engine_->GetQueueStats(req->name());
+  auto r = engine_->GetQueueStats(req->name(), "");
   if (!r.ok()) return ToGrpcStatus(r.status());
   resp->set_ready(r->ready);
   resp->set_in_flight(r->in_flight);
