@@ -349,6 +349,14 @@ class EngineImpl : public Engine {
     return first_error;
   }
 
+  StorageStats GetStorageStats() override {
+    StorageStats stats;
+    storage_->SizeBytes(&stats.sst_bytes, &stats.memtable_bytes);
+    return stats;
+  }
+
+  absl::Status CompactStorage() override { return storage_->CompactAll(); }
+
   // Runs retention about once a second, on a dispatcher thread.
   void ScheduleRetention() {
     dispatcher_->At(clock_->Now() + kRetentionInterval, [this] {

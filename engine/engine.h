@@ -69,7 +69,9 @@ struct LogPosition {
 
   static LogPosition Earliest() { return {}; }
   static LogPosition Latest() { return {Kind::kLatest, 0, absl::Time()}; }
-  static LogPosition Offset(uint64_t o) { return {Kind::kOffset, o, absl::Time()}; }
+  static LogPosition Offset(uint64_t o) {
+    return {Kind::kOffset, o, absl::Time()};
+  }
   static LogPosition Time(absl::Time t) { return {Kind::kTime, 0, t}; }
 };
 
@@ -105,6 +107,11 @@ struct ReadResult {
   std::vector<StoredMessage> messages;
   // Where the next Read should start.
   uint64_t next_offset = 0;
+};
+
+struct StorageStats {
+  uint64_t sst_bytes = 0;       // On disk, in table files.
+  uint64_t memtable_bytes = 0;  // In memory, not yet flushed.
 };
 
 struct QueueStats {
@@ -229,6 +236,13 @@ class Engine {
   // Applies retention (max age, keep-deleted-for) to every queue now. The
   // engine also does this by itself about once a second.
   virtual absl::Status RunRetention() = 0;
+
+  // Storage size over all queues.
+  virtual StorageStats GetStorageStats() = 0;
+  // Flushes and fully compacts storage now, dropping deleted data. RocksDB
+  // also compacts by itself in the background; this is for operators and
+  // tests. Blocks until done.
+  virtual absl::Status CompactStorage() = 0;
 
   // Appends `entries` atomically: all or none. Returns their offsets, in
   // order. Durable per the engine's Durability when it returns.

@@ -18,70 +18,7 @@ using ::testing::ElementsAre;
 using ::testing::IsEmpty;
 using ::testing::SizeIs;
 
-class EngineTest : public ::testing::Test {
- protected:
-  void SetUp() override {
-    dir_ = NewTempDir();
-    Reopen();
-  }
-
-  void Reopen() {
-    engine_.reset();
-    EngineOptions options;
-    options.clock = &clock_;
-    options.durability = Durability::kAsync;
-    absl::StatusOr<std::unique_ptr<Engine>> e = Engine::Open(options, dir_);
-    ASSERT_TRUE(e.ok()) << e.status();
-    engine_ = std::move(*e);
-  }
-
-  void Create(const std::string& name, QueueConfig config = QueueConfig()) {
-    auto r = engine_->CreateQueue(name, config);
-    ASSERT_TRUE(r.ok()) << r.status();
-  }
-
-  std::vector<uint64_t> SendBodies(const std::string& q,
-                                   const std::vector<std::string>& bodies) {
-    std::vector<SendEntry> entries;
-    for (const auto& b : bodies) entries.push_back(SendEntry{b, {}, {}});
-    auto r = engine_->Send(q, entries);
-    EXPECT_TRUE(r.ok()) << r.status();
-    return r.ok() ? *r : std::vector<uint64_t>();
-  }
-
-  std::vector<ReceivedMessage> Recv(const std::string& q, int n = 1,
-                                    absl::Duration vt = absl::Seconds(30)) {
-    ReceiveOptions o;
-    o.max_messages = n;
-    o.visibility_timeout = vt;
-    auto r = engine_->Receive(q, o);
-    EXPECT_TRUE(r.ok()) << r.status();
-    return r.ok() ? *r : std::vector<ReceivedMessage>();
-  }
-
-  absl::Status DeleteOne(const std::string& q, const std::string& receipt) {
-    auto r = engine_->Delete(q, {receipt});
-    if (!r.ok()) return r.status();
-    return (*r)[0];
-  }
-
-  absl::Status ChangeOne(const std::string& q, const std::string& receipt,
-                         absl::Duration d) {
-    auto r = engine_->ChangeVisibility(q, {VisibilityChange{receipt, d}});
-    if (!r.ok()) return r.status();
-    return (*r)[0];
-  }
-
-  QueueStats Stats(const std::string& q) {
-    auto r = engine_->GetQueueStats(q, "");
-    EXPECT_TRUE(r.ok()) << r.status();
-    return r.ok() ? *r : QueueStats();
-  }
-
-  FakeClock clock_;
-  std::string dir_;
-  std::unique_ptr<Engine> engine_;
-};
+using EngineTest = EngineFixture;
 
 TEST_F(EngineTest, OffsetsStrictlyIncreaseAcrossBatchesAndRestarts) {
   Create("q");

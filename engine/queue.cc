@@ -238,7 +238,8 @@ absl::Status Queue::Load() {
         db->NewIterator(rocksdb::ReadOptions(), storage_->index()));
     it->SeekForPrev(keys::PrefixSuccessor(keys::TimeIndexPrefix(id_)));
     uint64_t qid, t, offset;
-    if (it->Valid() && keys::ParseTimeIndex(View(it->key()), &qid, &t, &offset) &&
+    if (it->Valid() &&
+        keys::ParseTimeIndex(View(it->key()), &qid, &t, &offset) &&
         qid == id_) {
       last_index_time_ = last_enqueue_time_ = FromUs(static_cast<int64_t>(t));
       last_index_offset_ = offset;
@@ -291,10 +292,10 @@ absl::StatusOr<std::vector<uint64_t>> Queue::Send(
     const SendEntry& e = entries[i];
     const size_t bytes = MessageBytes(e.body, e.attributes);
     if (bytes > static_cast<size_t>(config_.max_message_bytes)) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "entry ", i, ": message of ", bytes,
-          " bytes exceeds the queue's max_message_bytes ",
-          config_.max_message_bytes));
+      return absl::InvalidArgumentError(
+          absl::StrCat("entry ", i, ": message of ", bytes,
+                       " bytes exceeds the queue's max_message_bytes ",
+                       config_.max_message_bytes));
     }
     if (e.delay.has_value() &&
         (*e.delay < absl::ZeroDuration() || *e.delay > Limits::kMaxDelay)) {
@@ -380,7 +381,8 @@ absl::StatusOr<std::vector<uint64_t>> Queue::Send(
       pending_sends_.erase(pending_sends_.begin());
     }
     if (committed_ > before) {
-      for (auto& [gid, g] : groups_) TakeWaiters(*g, committed_ - before, &wake);
+      for (auto& [gid, g] : groups_)
+        TakeWaiters(*g, committed_ - before, &wake);
     }
     --writes_in_flight_;
     changed_.SignalAll();
@@ -479,8 +481,8 @@ absl::StatusOr<std::vector<ReceivedMessage>> Queue::Receive(
   std::vector<std::string> values;
   std::vector<rocksdb::ColumnFamilyHandle*> cfs(read_keys.size(),
                                                 storage_->messages());
-  std::vector<rocksdb::Status> read_status = storage_->db()->MultiGet(
-      rocksdb::ReadOptions(), cfs, read_keys, &values);
+  std::vector<rocksdb::Status> read_status =
+      storage_->db()->MultiGet(rocksdb::ReadOptions(), cfs, read_keys, &values);
 
   absl::Status st;
   std::vector<ReceivedMessage> out;
@@ -717,8 +719,8 @@ void Queue::UpdateLogicalFloorLocked(absl::Time now) {
     }
   }
   while (!floor_marks_.empty() && floor_marks_.front().last_at + keep <= now) {
-    logical_floor_ = std::max(
-        logical_floor_, std::min(floor_marks_.front().floor, min_floor));
+    logical_floor_ = std::max(logical_floor_,
+                              std::min(floor_marks_.front().floor, min_floor));
     floor_marks_.pop_front();
   }
 }
@@ -1026,8 +1028,8 @@ absl::StatusOr<uint64_t> Queue::OffsetForTime(absl::Time t) {
     const int64_t us = ToUs(t);
     it->SeekForPrev(keys::TimeIndex(id_, us > 0 ? us - 1 : 0, UINT64_MAX));
     uint64_t qid, time_us, offset;
-    if (it->Valid() && keys::ParseTimeIndex(View(it->key()), &qid, &time_us,
-                                            &offset) &&
+    if (it->Valid() &&
+        keys::ParseTimeIndex(View(it->key()), &qid, &time_us, &offset) &&
         qid == id_) {
       start = std::max(start, offset);
     }
@@ -1145,10 +1147,9 @@ absl::StatusOr<std::vector<GroupInfo>> Queue::ListGroups() {
   if (absl::Status s = EnterLocked(); !s.ok()) return s;
   std::vector<GroupInfo> out;
   for (const auto& [gid, g] : groups_) out.push_back(InfoLocked(*g));
-  std::sort(out.begin() + 1, out.end(),
-            [](const GroupInfo& a, const GroupInfo& b) {
-              return a.name < b.name;
-            });
+  std::sort(
+      out.begin() + 1, out.end(),
+      [](const GroupInfo& a, const GroupInfo& b) { return a.name < b.name; });
   return out;
 }
 
@@ -1203,9 +1204,8 @@ absl::StatusOr<ReadResult> Queue::Read(const ReadOptions& options) {
                      ", got ", options.max_messages));
   }
   if (options.max_bytes == 0 || options.max_bytes > kMaxAnswerBytes) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("max_bytes must be 1-", kMaxAnswerBytes, ", got ",
-                     options.max_bytes));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "max_bytes must be 1-", kMaxAnswerBytes, ", got ", options.max_bytes));
   }
   absl::StatusOr<uint64_t> from = ResolvePosition(options.from);
   if (!from.ok()) return from.status();
@@ -1286,9 +1286,8 @@ absl::Status Queue::ApplyRetention() {
       st = storage_->Write(&batch);
       if (st.ok()) {
         for (auto& [gid, g] : groups_) {
-          g->persisted_floor =
-              std::max(g->persisted_floor, std::min(*cutoff,
-                                                    g->state.delete_floor()));
+          g->persisted_floor = std::max(
+              g->persisted_floor, std::min(*cutoff, g->state.delete_floor()));
         }
       }
       FinishRemoveLocked(removed, st.ok());
@@ -1297,18 +1296,26 @@ absl::Status Queue::ApplyRetention() {
       batch.Clear();
     }
   }
-  // Messages every group deleted long enough ago.
+  // Messages every group deleted long enough ago, and delete floors not
+  // written yet.
+  std::vector<std::pair<Group*, uint64_t>> floors_written;
   {
     absl::MutexLock lock(&mu_);
     if (absl::Status s = EnterLocked(); !s.ok()) return s;
     UpdateLogicalFloorLocked(now);
     removed = MaybeRemoveLocked(now, &batch);
-    if (removed == 0) return absl::OkStatus();
+    for (auto& [gid, g] : groups_) {
+      if (uint64_t f = MaybeWriteFloorLocked(*g, now, &batch); f > 0) {
+        floors_written.emplace_back(g.get(), f);
+      }
+    }
+    if (batch.Count() == 0) return absl::OkStatus();
     ++writes_in_flight_;
   }
   st = storage_->Write(&batch);
   absl::MutexLock lock(&mu_);
   FinishRemoveLocked(removed, st.ok());
+  for (auto [g, f] : floors_written) FinishFloorWriteLocked(*g, f, st.ok());
   --writes_in_flight_;
   changed_.SignalAll();
   return st;

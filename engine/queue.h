@@ -64,7 +64,8 @@ class Queue : public std::enable_shared_from_this<Queue> {
   const QueueConfig& config() const { return config_; }
   QueueInfo info() const;
 
-  absl::StatusOr<std::vector<uint64_t>> Send(absl::Span<const SendEntry> entries);
+  absl::StatusOr<std::vector<uint64_t>> Send(
+      absl::Span<const SendEntry> entries);
 
   // Leases up to options.max_messages. When none is ready and `waiter` is
   // given, parks it (atomically with finding nothing) and sets *parked.

@@ -134,8 +134,9 @@ std::string EncodeQueue(const QueueRecord& q) {
                  absl::ToInt64Microseconds(q.config.delay));
   PutVarintField(&out, kQueueMaxAgeUs,
                  absl::ToInt64Microseconds(q.config.retention_max_age));
-  PutVarintField(&out, kQueueKeepDeletedUs,
-                 absl::ToInt64Microseconds(q.config.retention_keep_deleted_for));
+  PutVarintField(
+      &out, kQueueKeepDeletedUs,
+      absl::ToInt64Microseconds(q.config.retention_keep_deleted_for));
   return out;
 }
 

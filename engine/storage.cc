@@ -118,4 +118,36 @@ absl::Status Storage::Write(rocksdb::WriteBatch* batch) {
   return FromRocks(db_->Write(write_options_, batch), "write");
 }
 
+absl::Status Storage::CompactAll() {
+  rocksdb::FlushOptions flush;
+  flush.wait = true;
+  if (absl::Status s = FromRocks(db_->Flush(flush, handles_), "flush");
+      !s.ok()) {
+    return s;
+  }
+  rocksdb::CompactRangeOptions compact;
+  compact.bottommost_level_compaction =
+      rocksdb::BottommostLevelCompaction::kForce;
+  for (rocksdb::ColumnFamilyHandle* h : handles_) {
+    if (absl::Status s = FromRocks(
+            db_->CompactRange(compact, h, nullptr, nullptr), "compact");
+        !s.ok()) {
+      return s;
+    }
+  }
+  return absl::OkStatus();
+}
+
+void Storage::SizeBytes(uint64_t* sst, uint64_t* memtables) {
+  *sst = 0;
+  *memtables = 0;
+  for (rocksdb::ColumnFamilyHandle* h : handles_) {
+    uint64_t v = 0;
+    if (db_->GetIntProperty(h, "rocksdb.total-sst-files-size", &v)) *sst += v;
+    if (db_->GetIntProperty(h, "rocksdb.size-all-mem-tables", &v)) {
+      *memtables += v;
+    }
+  }
+}
+
 }  // namespace weir

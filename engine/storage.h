@@ -38,6 +38,12 @@ class Storage {
   // calls are committed together (one WAL write and fsync for the group).
   absl::Status Write(rocksdb::WriteBatch* batch);
 
+  // Flushes memtables and compacts every column family to the bottom level,
+  // dropping deleted data. Blocks until done.
+  absl::Status CompactAll();
+  // Bytes in SST files and in memtables, over all column families.
+  void SizeBytes(uint64_t* sst, uint64_t* memtables);
+
  private:
   Storage() = default;
 
