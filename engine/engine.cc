@@ -164,6 +164,13 @@ class EngineImpl : public Engine {
             std::make_unique<Dispatcher>(clock_, options.delivery_threads)) {}
 
   ~EngineImpl() override {
+    BeginShutdown();
+    dispatcher_.reset();  // Runs what is queued, then joins.
+    absl::MutexLock lock(&mu_);
+    queues_.clear();
+  }
+
+  void BeginShutdown() override {
     closing_ = true;
     std::vector<std::shared_ptr<Queue>> queues;
     {
@@ -171,10 +178,6 @@ class EngineImpl : public Engine {
       for (auto& [name, q] : queues_) queues.push_back(q);
     }
     for (auto& q : queues) q->Close();
-    dispatcher_.reset();  // Runs what is queued, then joins.
-    queues.clear();
-    absl::MutexLock lock(&mu_);
-    queues_.clear();
   }
 
   absl::Status Load() {
@@ -218,6 +221,9 @@ class EngineImpl : public Engine {
       absl::string_view name, QueueConfig config) override {
     if (absl::Status s = ValidateQueueName(name); !s.ok()) return s;
     if (absl::Status s = NormalizeQueueConfig(&config); !s.ok()) return s;
+    if (closing_.load()) {
+      return absl::UnavailableError("the server is shutting down");
+    }
     absl::MutexLock lock(&mu_);
     if (auto it = queues_.find(name); it != queues_.end()) {
       QueueInfo info = it->second->info();
@@ -424,6 +430,8 @@ class EngineImpl : public Engine {
   }
 
  private:
+  // Null for an unknown queue. Once shutting down, queues stay found but
+  // answer UNAVAILABLE.
   std::shared_ptr<Queue> Find(absl::string_view name) {
     absl::ReaderMutexLock lock(&mu_);
     auto it = queues_.find(name);

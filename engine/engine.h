@@ -237,6 +237,12 @@ class Engine {
   // engine also does this by itself about once a second.
   virtual absl::Status RunRetention() = 0;
 
+  // Starts shutting down: every pending long poll ends at once with
+  // UNAVAILABLE, and so does every call made from now on. Calls already
+  // running finish normally. Call before stopping the RPC server so that it
+  // drains quickly; the destructor does the rest.
+  virtual void BeginShutdown() = 0;
+
   // Storage size over all queues.
   virtual StorageStats GetStorageStats() = 0;
   // Flushes and fully compacts storage now, dropping deleted data. RocksDB

@@ -123,11 +123,14 @@ int main(int argc, char** argv) {
     sigwait(&signals, &sig);
     std::cerr << "weir: " << (sig == SIGINT ? "SIGINT" : "SIGTERM")
               << ", shutting down" << std::endl;
+    // Long polls end at once; other calls get up to 5 s to finish.
+    engine->get()->BeginShutdown();
     server->Shutdown(std::chrono::system_clock::now() +
                      std::chrono::seconds(5));
   });
   server->Wait();
   signal_thread.join();
+  std::cerr << "weir: calls drained, closing the database" << std::endl;
   engine->reset();
   std::cerr << "weir: stopped" << std::endl;
   return 0;

@@ -14,16 +14,37 @@ namespace pb = ::weir::v1;
 
 int64_t ToUnixMs(absl::Time t) { return absl::ToUnixMillis(t); }
 
-absl::StatusOr<QueueConfig> FromProto(const pb::QueueConfig& c) {
+// Zero fields take defaults in the engine, which range-checks everything.
+QueueConfig FromProto(const pb::QueueConfig& c) {
   QueueConfig out;
-  // Zero fields take defaults in the engine; the engine range-checks the
-  // rest, so only what cannot be expressed as a Duration is checked here.
   out.visibility_timeout = absl::Milliseconds(c.visibility_timeout_ms());
   out.max_message_bytes = c.max_message_bytes();
   out.delay = absl::Milliseconds(c.delay_ms());
-  if (c.visibility_timeout_ms() == 0)
-    out.visibility_timeout = absl::ZeroDuration();
+  out.retention_max_age = absl::Milliseconds(c.retention_max_age_ms());
+  out.retention_keep_deleted_for =
+      absl::Milliseconds(c.retention_keep_deleted_for_ms());
   return out;
+}
+
+LogPosition FromProto(const pb::LogPosition& p) {
+  switch (p.position_case()) {
+    case pb::LogPosition::kLatest:
+      return LogPosition::Latest();
+    case pb::LogPosition::kOffset:
+      return LogPosition::Offset(p.offset());
+    case pb::LogPosition::kTimeMs:
+      return LogPosition::Time(absl::FromUnixMillis(p.time_ms()));
+    default:
+      return LogPosition::Earliest();
+  }
+}
+
+void ToProto(const GroupInfo& g, pb::Group* out) {
+  out->set_name(g.name);
+  out->set_cursor(g.cursor);
+  out->set_delete_floor(g.delete_floor);
+  out->set_lag(g.lag);
+  out->set_in_flight(g.in_flight);
 }
 
 void ToProto(const QueueInfo& info, pb::Queue* out) {
@@ -34,6 +55,10 @@ void ToProto(const QueueInfo& info, pb::Queue* out) {
       absl::ToInt64Milliseconds(info.config.visibility_timeout));
   c->set_max_message_bytes(info.config.max_message_bytes);
   c->set_delay_ms(absl::ToInt64Milliseconds(info.config.delay));
+  c->set_retention_max_age_ms(
+      absl::ToInt64Milliseconds(info.config.retention_max_age));
+  c->set_retention_keep_deleted_for_ms(
+      absl::ToInt64Milliseconds(info.config.retention_keep_deleted_for));
 }
 
 void ToProto(const ReceivedMessage& m, pb::Message* out) {
@@ -55,8 +80,9 @@ void ToProto(const std::vector<absl::Status>& results,
   }
 }
 
-absl::StatusOr<ReceiveOptions> FromProto(const pb::ReceiveRequest& req) {
+ReceiveOptions FromProto(const pb::ReceiveRequest& req) {
   ReceiveOptions o;
+  o.group = req.group();
   o.max_messages = req.max_messages() == 0 ? 1 : req.max_messages();
   if (req.has_visibility_timeout_ms()) {
     o.visibility_timeout = absl::Milliseconds(req.visibility_timeout_ms());
@@ -77,12 +103,12 @@ class ReceiveReactor : public grpc::ServerUnaryReactor {
                                        " is out of range [0, 20000]")));
       return;
     }
-    absl::StatusOr<ReceiveOptions> options = FromProto(*req);
+    const ReceiveOptions options = FromProto(*req);
     // Only `state` may be used after ReceiveAsync: the callback may already
     // have finished the call and destroyed this reactor.
     std::shared_ptr<State> state = state_;
     std::shared_ptr<ReceiveWaiter> waiter = engine->ReceiveAsync(
-        req->queue(), *options, absl::Milliseconds(req->wait_time_ms()),
+        req->queue(), options, absl::Milliseconds(req->wait_time_ms()),
         [this, resp](absl::StatusOr<std::vector<ReceivedMessage>> r) {
           if (r.ok()) {
             for (const ReceivedMessage& m : *r) {
@@ -125,9 +151,7 @@ grpc::Status ToGrpcStatus(const absl::Status& s) {
 grpc::Status WeirService::CreateQueue(grpc::ServerContext*,
                                       const pb::CreateQueueRequest* req,
                                       pb::CreateQueueResponse* resp) {
-  absl::StatusOr<QueueConfig> config = FromProto(req->config());
-  if (!config.ok()) return ToGrpcStatus(config.status());
-  auto r = engine_->CreateQueue(req->name(), *config);
+  auto r = engine_->CreateQueue(req->name(), FromProto(req->config()));
   if (!r.ok()) return ToGrpcStatus(r.status());
   ToProto(r->first, resp->mutable_queue());
   resp->set_created(r->second);
@@ -183,7 +207,7 @@ grpc::Status WeirService::PurgeQueue(grpc::ServerContext*,
 grpc::Status WeirService::GetQueueStats(grpc::ServerContext*,
                                         const pb::GetQueueStatsRequest* req,
                                         pb::QueueStats* resp) {
-  auto r = engine_->GetQueueStats(req->name(), "");
+  auto r = engine_->GetQueueStats(req->name(), req->group());
   if (!r.ok()) return ToGrpcStatus(r.status());
   resp->set_ready(r->ready);
   resp->set_in_flight(r->in_flight);
@@ -243,6 +267,64 @@ grpc::Status WeirService::ChangeVisibility(
   auto r = engine_->ChangeVisibility(req->queue(), changes);
   if (!r.ok()) return ToGrpcStatus(r.status());
   ToProto(*r, resp->mutable_results());
+  return grpc::Status::OK;
+}
+
+grpc::Status WeirService::CreateGroup(grpc::ServerContext*,
+                                      const pb::CreateGroupRequest* req,
+                                      pb::Group* resp) {
+  auto r =
+      engine_->CreateGroup(req->queue(), req->name(), FromProto(req->start()));
+  if (!r.ok()) return ToGrpcStatus(r.status());
+  ToProto(*r, resp);
+  return grpc::Status::OK;
+}
+
+grpc::Status WeirService::DeleteGroup(grpc::ServerContext*,
+                                      const pb::DeleteGroupRequest* req,
+                                      pb::DeleteGroupResponse*) {
+  return ToGrpcStatus(engine_->DeleteGroup(req->queue(), req->name()));
+}
+
+grpc::Status WeirService::ListGroups(grpc::ServerContext*,
+                                     const pb::ListGroupsRequest* req,
+                                     pb::ListGroupsResponse* resp) {
+  auto r = engine_->ListGroups(req->queue());
+  if (!r.ok()) return ToGrpcStatus(r.status());
+  for (const GroupInfo& g : *r) ToProto(g, resp->add_groups());
+  return grpc::Status::OK;
+}
+
+grpc::Status WeirService::SeekGroup(grpc::ServerContext*,
+                                    const pb::SeekGroupRequest* req,
+                                    pb::Group* resp) {
+  auto r = engine_->SeekGroup(req->queue(), req->name(), FromProto(req->to()));
+  if (!r.ok()) return ToGrpcStatus(r.status());
+  ToProto(*r, resp);
+  return grpc::Status::OK;
+}
+
+grpc::Status WeirService::Read(grpc::ServerContext*, const pb::ReadRequest* req,
+                               pb::ReadResponse* resp) {
+  ReadOptions o;
+  o.from = FromProto(req->from());
+  o.max_messages = req->max_messages() == 0 ? 100 : req->max_messages();
+  if (req->max_bytes() < 0) {
+    return grpc::Status(
+        grpc::StatusCode::INVALID_ARGUMENT,
+        absl::StrCat("max_bytes ", req->max_bytes(), " must not be negative"));
+  }
+  if (req->max_bytes() > 0) o.max_bytes = static_cast<size_t>(req->max_bytes());
+  auto r = engine_->Read(req->queue(), o);
+  if (!r.ok()) return ToGrpcStatus(r.status());
+  for (const StoredMessage& m : r->messages) {
+    pb::Message* out = resp->add_messages();
+    out->set_offset(m.offset);
+    out->set_body(m.body);
+    for (const auto& [k, v] : m.attributes) (*out->mutable_attributes())[k] = v;
+    out->set_enqueue_time_ms(ToUnixMs(m.enqueue_time));
+  }
+  resp->set_next_offset(r->next_offset);
   return grpc::Status::OK;
 }
 

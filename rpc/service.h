@@ -51,6 +51,21 @@ class WeirService final : public weir::v1::Weir::WithCallbackMethod_Receive<
   grpc::Status ChangeVisibility(
       grpc::ServerContext* ctx, const weir::v1::ChangeVisibilityRequest* req,
       weir::v1::ChangeVisibilityResponse* resp) override;
+  grpc::Status CreateGroup(grpc::ServerContext* ctx,
+                           const weir::v1::CreateGroupRequest* req,
+                           weir::v1::Group* resp) override;
+  grpc::Status DeleteGroup(grpc::ServerContext* ctx,
+                           const weir::v1::DeleteGroupRequest* req,
+                           weir::v1::DeleteGroupResponse* resp) override;
+  grpc::Status ListGroups(grpc::ServerContext* ctx,
+                          const weir::v1::ListGroupsRequest* req,
+                          weir::v1::ListGroupsResponse* resp) override;
+  grpc::Status SeekGroup(grpc::ServerContext* ctx,
+                         const weir::v1::SeekGroupRequest* req,
+                         weir::v1::Group* resp) override;
+  grpc::Status Read(grpc::ServerContext* ctx,
+                    const weir::v1::ReadRequest* req,
+                    weir::v1::ReadResponse* resp) override;
 
  private:
   Engine* const engine_;
