@@ -205,8 +205,7 @@ class EngineImpl : public Engine {
       absl::Status ds = DecodeQueue(
           absl::string_view(it->value().data(), it->value().size()), &rec);
       if (!ds.ok()) return ds;
-      auto q = std::make_shared<Queue>(storage_.get(), clock_,
-                                       dispatcher_.get(), rec);
+      auto q = NewQueue(rec);
       if (absl::Status ls = q->Load(); !ls.ok()) {
         return absl::Status(
             ls.code(), absl::StrCat("queue ", rec.name, ": ", ls.message()));
@@ -225,6 +224,17 @@ class EngineImpl : public Engine {
       return absl::UnavailableError("the server is shutting down");
     }
     absl::MutexLock lock(&mu_);
+    if (!config.dead_letter_queue.empty()) {
+      if (config.dead_letter_queue == name) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "queue ", name, " cannot be its own dead-letter queue"));
+      }
+      if (queues_.find(config.dead_letter_queue) == queues_.end()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("dead-letter queue ", config.dead_letter_queue,
+                         " does not exist; create it first"));
+      }
+    }
     if (auto it = queues_.find(name); it != queues_.end()) {
       QueueInfo info = it->second->info();
       if (info.config != config) {
@@ -245,8 +255,7 @@ class EngineImpl : public Engine {
     Queue::WriteNew(rec, *storage_, &batch);
     if (absl::Status s = storage_->Write(&batch); !s.ok()) return s;
     next_queue_id_ = rec.id + 1;
-    auto q =
-        std::make_shared<Queue>(storage_.get(), clock_, dispatcher_.get(), rec);
+    auto q = NewQueue(rec);
     if (absl::Status s = q->Load(); !s.ok()) return s;
     queues_[rec.name] = q;
     return std::make_pair(q->info(), true);
@@ -274,16 +283,22 @@ class EngineImpl : public Engine {
   }
 
   absl::Status DeleteQueue(absl::string_view name) override {
-    std::shared_ptr<Queue> q = Find(name);
-    if (q == nullptr) return QueueNotFound(name);
+    // Held throughout, so that no queue can name this one as its dead-letter
+    // queue between the check and the drop.
+    absl::MutexLock lock(&mu_);
+    auto it = queues_.find(name);
+    if (it == queues_.end()) return QueueNotFound(name);
+    if (const Queue* user = DeadLetterUserLocked(name); user != nullptr) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("queue ", name, " is the dead-letter queue of queue ",
+                       user->name(), "; delete that queue first"));
+    }
+    std::shared_ptr<Queue> q = it->second;
     rocksdb::WriteBatch batch;
     if (absl::Status s = q->Drop(&batch); !s.ok()) {
       return s.code() == absl::StatusCode::kNotFound ? QueueNotFound(name) : s;
     }
-    absl::MutexLock lock(&mu_);
-    if (auto it = queues_.find(name); it != queues_.end() && it->second == q) {
-      queues_.erase(it);
-    }
+    queues_.erase(it);
     return absl::OkStatus();
   }
 
@@ -328,6 +343,26 @@ class EngineImpl : public Engine {
     std::shared_ptr<Queue> q = Find(queue);
     if (q == nullptr) return QueueNotFound(queue);
     return q->SeekGroup(group, to);
+  }
+
+  absl::StatusOr<uint64_t> Redrive(absl::string_view dlq,
+                                   absl::string_view to_queue,
+                                   int max_messages) override {
+    std::shared_ptr<Queue> q;
+    {
+      absl::ReaderMutexLock lock(&mu_);
+      auto it = queues_.find(dlq);
+      if (it == queues_.end()) return QueueNotFound(dlq);
+      if (DeadLetterUserLocked(dlq) == nullptr) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            "queue ", dlq, " is not the dead-letter queue of any queue"));
+      }
+      q = it->second;
+      if (!to_queue.empty() && queues_.find(to_queue) == queues_.end()) {
+        return QueueNotFound(to_queue);
+      }
+    }
+    return q->Redrive(to_queue, max_messages);
   }
 
   absl::StatusOr<ReadResult> Read(absl::string_view queue,
@@ -430,6 +465,21 @@ class EngineImpl : public Engine {
   }
 
  private:
+  std::shared_ptr<Queue> NewQueue(const QueueRecord& rec) {
+    return std::make_shared<Queue>(
+        storage_.get(), clock_, dispatcher_.get(),
+        [this](absl::string_view name) { return Find(name); }, rec);
+  }
+
+  // A queue whose dead-letter queue is `name`, or null.
+  const Queue* DeadLetterUserLocked(absl::string_view name)
+      ABSL_SHARED_LOCKS_REQUIRED(mu_) {
+    for (const auto& [n, q] : queues_) {
+      if (q->config().dead_letter_queue == name) return q.get();
+    }
+    return nullptr;
+  }
+
   // Null for an unknown queue. Once shutting down, queues stay found but
   // answer UNAVAILABLE.
   std::shared_ptr<Queue> Find(absl::string_view name) {

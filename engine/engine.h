@@ -92,6 +92,7 @@ struct StoredMessage {
   std::string body;
   Attributes attributes;
   absl::Time enqueue_time;
+  std::string ordering_key;
 };
 
 struct ReadOptions {
@@ -131,6 +132,12 @@ struct SendEntry {
   Attributes attributes;
   // Unset: the queue's configured delay. 0..15 min.
   std::optional<absl::Duration> delay;
+  // Messages with the same key are delivered in offset order, one at a time
+  // per group. Empty: unordered. At most 128 bytes.
+  std::string ordering_key;
+  // A second send of the same id within the queue's dedup window appends
+  // nothing and returns the first offset. Empty: no dedup. At most 128 bytes.
+  std::string dedup_id;
 };
 
 struct ReceiveOptions {
@@ -147,6 +154,7 @@ struct ReceivedMessage {
   std::string body;
   Attributes attributes;
   absl::Time enqueue_time;
+  std::string ordering_key;
   uint32_t receive_count = 0;
   std::string receipt_handle;
   absl::Time lease_deadline;
@@ -185,7 +193,8 @@ class Engine {
 
   virtual ~Engine() = default;
 
-  // Creates a queue. `config` zero fields take defaults. Returns the stored
+  // Creates a queue. `config` zero fields take defaults; a dead-letter queue
+  // must exist and be another queue (INVALID_ARGUMENT). Returns the stored
   // queue and whether it was created now. An existing queue with the same
   // effective configuration is returned unchanged (created = false); with a
   // different one the call fails with ALREADY_EXISTS.
@@ -196,6 +205,7 @@ class Engine {
   virtual absl::StatusOr<std::vector<QueueInfo>> ListQueues(
       absl::string_view prefix, absl::string_view start_after, int limit) = 0;
   // Deletes the queue and all its messages. Pending receivers get NOT_FOUND.
+  // FAILED_PRECONDITION while another queue uses it as its dead-letter queue.
   virtual absl::Status DeleteQueue(absl::string_view name) = 0;
   // Removes every message; returns how many were removed. Offsets go on
   // from where they were.
@@ -227,6 +237,15 @@ class Engine {
   virtual absl::StatusOr<GroupInfo> SeekGroup(absl::string_view queue,
                                               absl::string_view group,
                                               const LogPosition& to) = 0;
+
+  // Moves up to `max_messages` messages out of dead-letter queue `dlq` (those
+  // its default group has neither deleted nor leased, oldest first): each is
+  // appended to `to_queue`, or when that is empty to the queue it came from,
+  // and deleted from `dlq` in the same atomic write. Returns how many moved.
+  // FAILED_PRECONDITION if `dlq` is no queue's dead-letter queue.
+  virtual absl::StatusOr<uint64_t> Redrive(absl::string_view dlq,
+                                           absl::string_view to_queue,
+                                           int max_messages) = 0;
 
   // Returns retained messages in offset order from options.from, without
   // leasing them: a stream reader's view of the log.

@@ -146,6 +146,21 @@ void GroupState::AbortChange(uint64_t offset) {
   Index(offset, it->second);
 }
 
+void GroupState::AddReady(uint64_t offset, absl::Time visible_at) {
+  if (offset < floor_ || deleted_.contains(offset)) return;
+  Lease lease;
+  lease.deadline = visible_at;
+  auto [it, inserted] = leases_.emplace(offset, lease);
+  if (inserted) Index(offset, it->second);
+}
+
+void GroupState::Forget(uint64_t offset) {
+  auto it = leases_.find(offset);
+  if (it == leases_.end() || it->second.busy) return;
+  Unindex(offset, it->second);
+  leases_.erase(it);
+}
+
 void GroupState::MarkGone(uint64_t offset) {
   auto it = leases_.find(offset);
   if (it != leases_.end()) {

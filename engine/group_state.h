@@ -87,6 +87,18 @@ class GroupState {
   void CommitDeadline(uint64_t offset, absl::Time deadline);
   void AbortChange(uint64_t offset);
 
+  // Gives `offset` (below the cursor, with no entry) an entry that was never
+  // received: ready at `visible_at` (InfinitePast: now). A keyed message
+  // whose turn has come, or a message found again on recovery. Not
+  // persisted: the owner rebuilds such entries on open.
+  void AddReady(uint64_t offset, absl::Time visible_at = absl::InfinitePast());
+  // Whether `offset` has a lease entry or is deleted.
+  bool Tracked(uint64_t offset) const {
+    return IsDeleted(offset) || leases_.contains(offset);
+  }
+  // Drops the entry of `offset` without deleting the message.
+  void Forget(uint64_t offset);
+
   // Marks an offset below the cursor that holds no message (a failed or
   // purged write) as deleted, so the floor can pass it.
   void MarkGone(uint64_t offset);

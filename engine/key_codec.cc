@@ -130,6 +130,39 @@ bool ParseDelay(absl::string_view key, uint64_t* qid, uint64_t* visible_at_us,
 std::string DelayPrefix(uint64_t qid) { return TaggedPrefix('D', qid); }
 std::string TimeIndexPrefix(uint64_t qid) { return TaggedPrefix('I', qid); }
 
+std::string OrderingKey(uint64_t qid, uint64_t offset) {
+  std::string k = TaggedPrefix('K', qid);
+  PutFixed64BE(&k, offset);
+  return k;
+}
+
+bool ParseOrderingKey(absl::string_view key, uint64_t* qid, uint64_t* offset) {
+  if (key.size() != 17 || key[0] != 'K') return false;
+  *qid = DecodeFixed64BE(key.data() + 1);
+  *offset = DecodeFixed64BE(key.data() + 9);
+  return true;
+}
+
+std::string OrderingKeyPrefix(uint64_t qid) { return TaggedPrefix('K', qid); }
+
+std::string Dedup(uint64_t qid, uint64_t time_us, absl::string_view id) {
+  std::string k = TaggedPrefix('E', qid);
+  PutFixed64BE(&k, time_us);
+  k.append(id.data(), id.size());
+  return k;
+}
+
+bool ParseDedup(absl::string_view key, uint64_t* qid, uint64_t* time_us,
+                absl::string_view* id) {
+  if (key.size() < 17 || key[0] != 'E') return false;
+  *qid = DecodeFixed64BE(key.data() + 1);
+  *time_us = DecodeFixed64BE(key.data() + 9);
+  *id = key.substr(17);
+  return true;
+}
+
+std::string DedupPrefix(uint64_t qid) { return TaggedPrefix('E', qid); }
+
 std::string GroupOffsetPrefix(uint64_t qid, uint32_t gid) {
   std::string k;
   PutFixed64BE(&k, qid);

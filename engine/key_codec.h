@@ -19,6 +19,9 @@
 //                                                       index: an entry at
 //                                                       least every 1024
 //                                                       messages or 1 s)
+//                  'K' qid offset                       ordering key of a
+//                                                       keyed message
+//                  'E' qid enqueue_time_us dedup_id     offset (dedup index)
 //
 // qid: fixed64, never reused. gid: fixed32, 0 is a queue's default group.
 #ifndef WEIR_ENGINE_KEY_CODEC_H_
@@ -73,6 +76,16 @@ bool ParseTimeIndex(absl::string_view key, uint64_t* qid, uint64_t* time_us,
 // 'D' qid / 'I' qid: every delay / time entry of a queue.
 std::string DelayPrefix(uint64_t qid);
 std::string TimeIndexPrefix(uint64_t qid);
+// index: ordering keys of keyed messages.
+std::string OrderingKey(uint64_t qid, uint64_t offset);
+bool ParseOrderingKey(absl::string_view key, uint64_t* qid, uint64_t* offset);
+std::string OrderingKeyPrefix(uint64_t qid);
+// index: dedup ids, by the time they were first sent.
+std::string Dedup(uint64_t qid, uint64_t time_us, absl::string_view id);
+bool ParseDedup(absl::string_view key, uint64_t* qid, uint64_t* time_us,
+                absl::string_view* id);
+std::string DedupPrefix(uint64_t qid);
+
 // The key range of one group in the leases and deleted families.
 std::string GroupOffsetPrefix(uint64_t qid, uint32_t gid);
 

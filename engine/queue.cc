@@ -26,6 +26,9 @@ constexpr int kMaxExtraScan = 1024;
 // The sparse time index gets an entry at least this often.
 constexpr uint64_t kTimeIndexStep = 1024;
 constexpr absl::Duration kTimeIndexInterval = absl::Seconds(1);
+// How long Redrive holds the messages it is moving; they come back by
+// themselves after this should the server stop meanwhile.
+constexpr absl::Duration kRedriveLease = absl::Minutes(1);
 
 int64_t ToUs(absl::Time t) { return absl::ToUnixMicros(t); }
 absl::Time FromUs(int64_t us) { return absl::FromUnixMicros(us); }
@@ -84,10 +87,11 @@ class RangeIterator {
 }  // namespace
 
 Queue::Queue(Storage* storage, Clock* clock, Dispatcher* dispatcher,
-             const QueueRecord& record)
+             QueueLookup lookup, const QueueRecord& record)
     : storage_(storage),
       clock_(clock),
       dispatcher_(dispatcher),
+      lookup_(std::move(lookup)),
       id_(record.id),
       name_(record.name),
       create_time_(FromUs(record.create_time_us)),
@@ -246,6 +250,94 @@ absl::Status Queue::Load() {
     }
     if (!it->status().ok()) return FromRocks(it->status(), "load time index");
   }
+
+  // Ordering keys of retained messages, then each group's lanes.
+  for (RangeIterator it(db, storage_->index(),
+                        keys::OrderingKey(id_, physical_floor_),
+                        keys::PrefixSuccessor(keys::OrderingKeyPrefix(id_)));
+       it.Valid(); it.Next()) {
+    uint64_t qid, offset;
+    if (!keys::ParseOrderingKey(it.key(), &qid, &offset)) {
+      return absl::DataLossError("corrupted ordering key index");
+    }
+    keyed_[offset] = std::string(it.value());
+  }
+  for (auto& [gid, g] : groups_) {
+    RebuildLanesLocked(*g, now);
+    if (absl::Status s = RecoverGapsLocked(*g); !s.ok()) return s;
+  }
+
+  // Dedup ids still inside the window.
+  for (RangeIterator it(
+           db, storage_->index(),
+           keys::Dedup(
+               id_, std::max<int64_t>(0, ToUs(now - config_.dedup_window)), ""),
+           keys::PrefixSuccessor(keys::DedupPrefix(id_)));
+       it.Valid(); it.Next()) {
+    uint64_t qid, time_us;
+    absl::string_view id;
+    if (!keys::ParseDedup(it.key(), &qid, &time_us, &id) ||
+        it.value().size() != 8) {
+      return absl::DataLossError("corrupted dedup index");
+    }
+    const absl::Time at = FromUs(static_cast<int64_t>(time_us));
+    dedup_[std::string(id)] =
+        DedupEntry{DecodeFixed64BE(it.value().data()), at, false};
+    dedup_order_.emplace_back(at, std::string(id));
+  }
+  return absl::OkStatus();
+}
+
+void Queue::RebuildLanesLocked(Group& g, absl::Time now) {
+  g.lanes.clear();
+  for (auto it = keyed_.lower_bound(g.state.delete_floor());
+       it != keyed_.end() && it->first < g.state.cursor(); ++it) {
+    if (g.state.IsDeleted(it->first)) continue;
+    g.lanes[it->second].push_back(it->first);
+  }
+  for (auto& [key, lane] : g.lanes) {
+    for (size_t i = 1; i < lane.size(); ++i) g.state.Forget(lane[i]);
+    if (g.state.FindLease(lane.front()) == nullptr) {
+      PromoteLocked(g, lane.front(), now);
+    }
+  }
+}
+
+absl::Status Queue::RecoverGapsLocked(Group& g) {
+  // Every offset in [floor, cursor) should have a lease entry, a deletion or
+  // a place in a lane. Sorting what is tracked finds the rest.
+  const uint64_t floor = g.state.delete_floor();
+  const uint64_t cursor = g.state.cursor();
+  if (cursor <= floor) return absl::OkStatus();
+  std::vector<uint64_t> gaps;
+  for (uint64_t o = floor; o < cursor; ++o) {
+    if (g.state.Tracked(o)) continue;
+    auto k = keyed_.find(o);
+    if (k != keyed_.end() && g.lanes.contains(k->second)) continue;
+    gaps.push_back(o);
+  }
+  if (gaps.empty()) return absl::OkStatus();
+  std::vector<std::string> key_bufs;
+  key_bufs.reserve(gaps.size());
+  for (uint64_t o : gaps) key_bufs.push_back(keys::Message(id_, o));
+  std::vector<rocksdb::Slice> read_keys(key_bufs.begin(), key_bufs.end());
+  std::vector<std::string> values;
+  std::vector<rocksdb::ColumnFamilyHandle*> cfs(read_keys.size(),
+                                                storage_->messages());
+  std::vector<rocksdb::Status> found =
+      storage_->db()->MultiGet(rocksdb::ReadOptions(), cfs, read_keys, &values);
+  for (size_t i = 0; i < gaps.size(); ++i) {
+    if (found[i].ok()) {
+      // Its lease write failed: deliverable again, never received.
+      auto d = delayed_.find(gaps[i]);
+      g.state.AddReady(gaps[i],
+                       d != delayed_.end() ? d->second : absl::InfinitePast());
+    } else if (found[i].IsNotFound()) {
+      g.state.MarkGone(gaps[i]);  // A send whose write failed.
+    } else {
+      return FromRocks(found[i], "recover delivery state");
+    }
+  }
   return absl::OkStatus();
 }
 
@@ -282,8 +374,7 @@ absl::StatusOr<Queue::Group*> Queue::FindGroupLocked(absl::string_view name) {
 
 Queue::Group& Queue::DefaultGroupLocked() { return *groups_.at(0); }
 
-absl::StatusOr<std::vector<uint64_t>> Queue::Send(
-    absl::Span<const SendEntry> entries) {
+absl::Status Queue::ValidateSend(absl::Span<const SendEntry> entries) const {
   if (absl::Status s = ValidateBatchSize(entries.size(), "a send batch");
       !s.ok()) {
     return s;
@@ -310,94 +401,217 @@ absl::StatusOr<std::vector<uint64_t>> Queue::Send(
                          Limits::kMaxAttributeKeyLength, " bytes"));
       }
     }
-  }
-
-  const size_t n = entries.size();
-  std::vector<absl::Time> visible_at(n, absl::InfinitePast());
-  uint64_t first;
-  absl::Time now;
-  bool index_entry = false;
-  {
-    absl::MutexLock lock(&mu_);
-    if (absl::Status s = EnterLocked(); !s.ok()) return s;
-    now = std::max(clock_->Now(), last_enqueue_time_);
-    last_enqueue_time_ = now;
-    first = next_offset_;
-    next_offset_ += n;
-    pending_sends_[first] = {first + n, false};
-    for (size_t i = 0; i < n; ++i) {
-      const absl::Duration delay = entries[i].delay.value_or(config_.delay);
-      if (delay > absl::ZeroDuration()) {
-        visible_at[i] = now + delay;
-        delayed_[first + i] = visible_at[i];
-      }
+    if (e.ordering_key.size() > Limits::kMaxOrderingKeyLength) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("entry ", i, ": ordering_key of ", e.ordering_key.size(),
+                       " bytes exceeds ", Limits::kMaxOrderingKeyLength));
     }
-    if (now - last_index_time_ >= kTimeIndexInterval ||
-        first - last_index_offset_ >= kTimeIndexStep) {
-      index_entry = true;
-      last_index_time_ = now;
-      last_index_offset_ = first;
+    if (e.dedup_id.size() > Limits::kMaxDedupIdLength) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("entry ", i, ": dedup_id of ", e.dedup_id.size(),
+                       " bytes exceeds ", Limits::kMaxDedupIdLength));
     }
-    ++writes_in_flight_;
   }
+  return absl::OkStatus();
+}
 
-  rocksdb::WriteBatch batch;
+uint64_t Queue::BeginAppendLocked(std::vector<MessageRecord>* records,
+                                  rocksdb::WriteBatch* batch) {
+  const absl::Time now = std::max(clock_->Now(), last_enqueue_time_);
+  last_enqueue_time_ = now;
+  const uint64_t first = next_offset_;
+  const size_t n = records->size();
+  next_offset_ += n;
+  pending_sends_[first] = {first + n, false};
   for (size_t i = 0; i < n; ++i) {
-    MessageRecord rec;
+    MessageRecord& rec = (*records)[i];
+    const uint64_t offset = first + i;
     rec.enqueue_time_us = ToUs(now);
-    if (visible_at[i] > now) rec.visible_at_us = ToUs(visible_at[i]);
-    rec.attributes = entries[i].attributes;
-    rec.body = entries[i].body;
-    batch.Put(storage_->messages(), keys::Message(id_, first + i),
-              EncodeMessage(rec));
-    if (visible_at[i] > now) {
-      batch.Put(storage_->index(),
-                keys::Delay(id_, ToUs(visible_at[i]), first + i), "");
+    if (rec.visible_at_us > 0) {
+      // visible_at_us arrives holding the delay in microseconds.
+      const absl::Time visible = now + absl::Microseconds(rec.visible_at_us);
+      rec.visible_at_us = ToUs(visible);
+      delayed_[offset] = visible;
+      batch->Put(storage_->index(), keys::Delay(id_, ToUs(visible), offset),
+                 "");
     }
+    if (!rec.ordering_key.empty()) {
+      keyed_[offset] = rec.ordering_key;
+      batch->Put(storage_->index(), keys::OrderingKey(id_, offset),
+                 rec.ordering_key);
+    }
+    if (!rec.dedup_id.empty()) {
+      std::string value;
+      PutFixed64BE(&value, offset);
+      batch->Put(storage_->index(), keys::Dedup(id_, ToUs(now), rec.dedup_id),
+                 value);
+    }
+    batch->Put(storage_->messages(), keys::Message(id_, offset),
+               EncodeMessage(rec));
   }
-  if (index_entry) {
-    batch.Put(storage_->index(), keys::TimeIndex(id_, ToUs(now), first), "");
+  if (now - last_index_time_ >= kTimeIndexInterval ||
+      first - last_index_offset_ >= kTimeIndexStep) {
+    last_index_time_ = now;
+    last_index_offset_ = first;
+    batch->Put(storage_->index(), keys::TimeIndex(id_, ToUs(now), first), "");
   }
   Counters delta;
   delta.sent = n;
-  batch.Merge(storage_->meta(), keys::Counters(id_, 0), EncodeCounters(delta));
+  batch->Merge(storage_->meta(), keys::Counters(id_, 0), EncodeCounters(delta));
+  ++writes_in_flight_;
+  return first;
+}
+
+void Queue::FinishAppendLocked(
+    uint64_t first, size_t n, bool ok,
+    std::vector<std::shared_ptr<QueueWaiter>>* wake) {
+  pending_sends_[first].second = true;
+  if (!ok) {
+    for (uint64_t o = first; o < first + n; ++o) {
+      holes_.insert(o);
+      delayed_.erase(o);
+      keyed_.erase(o);
+    }
+  } else {
+    DefaultGroupLocked().counters.sent += n;
+  }
+  const uint64_t before = committed_;
+  while (!pending_sends_.empty() && pending_sends_.begin()->second.second) {
+    committed_ = pending_sends_.begin()->second.first;
+    pending_sends_.erase(pending_sends_.begin());
+  }
+  if (committed_ > before) {
+    for (auto& [gid, g] : groups_) TakeWaiters(*g, committed_ - before, wake);
+  }
+  --writes_in_flight_;
+  changed_.SignalAll();
+}
+
+absl::StatusOr<uint64_t> Queue::BeginAppend(std::vector<MessageRecord>* records,
+                                            rocksdb::WriteBatch* batch) {
+  absl::MutexLock lock(&mu_);
+  if (absl::Status s = EnterLocked(); !s.ok()) return s;
+  return BeginAppendLocked(records, batch);
+}
+
+void Queue::FinishAppend(uint64_t first, size_t n, bool ok) {
+  std::vector<std::shared_ptr<QueueWaiter>> wake;
+  {
+    absl::MutexLock lock(&mu_);
+    FinishAppendLocked(first, n, ok, &wake);
+  }
+  WakeAll(wake);
+}
+
+absl::StatusOr<std::vector<uint64_t>> Queue::Send(
+    absl::Span<const SendEntry> entries) {
+  if (absl::Status s = ValidateSend(entries); !s.ok()) return s;
+  const size_t n = entries.size();
+  std::vector<uint64_t> offsets(n);
+  // Entries appended, and for each entry: its index among them, or -1 when
+  // it repeats a dedup id (offsets[i] is then already known).
+  std::vector<MessageRecord> records;
+  std::vector<int> appended_as(n, -1);
+  std::vector<std::string> new_dedup_ids;
+  rocksdb::WriteBatch batch;
+  uint64_t first = 0;
+  {
+    absl::MutexLock lock(&mu_);
+    for (;;) {
+      if (absl::Status s = EnterLocked(); !s.ok()) return s;
+      // A dedup id whose first send is still being written is waited for:
+      // its offset only counts once that write succeeded.
+      bool pending = false;
+      for (const SendEntry& e : entries) {
+        auto it = e.dedup_id.empty() ? dedup_.end() : dedup_.find(e.dedup_id);
+        if (it != dedup_.end() && it->second.pending) pending = true;
+      }
+      if (!pending) break;
+      changed_.Wait(&mu_);
+    }
+    const absl::Time now = clock_->Now();
+    absl::flat_hash_map<absl::string_view, size_t> in_batch;
+    for (size_t i = 0; i < n; ++i) {
+      const SendEntry& e = entries[i];
+      if (!e.dedup_id.empty()) {
+        auto it = dedup_.find(e.dedup_id);
+        if (it != dedup_.end() && it->second.at + config_.dedup_window > now) {
+          offsets[i] = it->second.offset;
+          continue;
+        }
+        auto [b, fresh] = in_batch.try_emplace(e.dedup_id, i);
+        if (!fresh) {
+          appended_as[i] = -2 - static_cast<int>(b->second);  // Same as b.
+          continue;
+        }
+      }
+      appended_as[i] = static_cast<int>(records.size());
+      MessageRecord rec;
+      const absl::Duration delay = e.delay.value_or(config_.delay);
+      rec.visible_at_us = absl::ToInt64Microseconds(delay);
+      rec.attributes = e.attributes;
+      rec.ordering_key = e.ordering_key;
+      rec.dedup_id = e.dedup_id;
+      rec.body = e.body;
+      records.push_back(std::move(rec));
+    }
+    if (records.empty()) return offsets;
+    first = BeginAppendLocked(&records, &batch);
+    const absl::Time at = FromUs(records[0].enqueue_time_us);
+    for (size_t j = 0; j < records.size(); ++j) {
+      const std::string& id = records[j].dedup_id;
+      if (id.empty()) continue;
+      dedup_[id] = DedupEntry{first + j, at, /*pending=*/true};
+      new_dedup_ids.push_back(id);
+    }
+  }
+
   const absl::Status st = storage_->Write(&batch);
 
   std::vector<std::shared_ptr<QueueWaiter>> wake;
   {
     absl::MutexLock lock(&mu_);
-    pending_sends_[first].second = true;
-    if (!st.ok()) {
-      for (uint64_t o = first; o < first + n; ++o) {
-        holes_.insert(o);
-        delayed_.erase(o);
+    for (const std::string& id : new_dedup_ids) {
+      auto it = dedup_.find(id);
+      if (!st.ok()) {
+        dedup_.erase(it);
+      } else {
+        it->second.pending = false;
+        dedup_order_.emplace_back(it->second.at, id);
       }
-    } else {
-      DefaultGroupLocked().counters.sent += n;
     }
-    const uint64_t before = committed_;
-    while (!pending_sends_.empty() && pending_sends_.begin()->second.second) {
-      committed_ = pending_sends_.begin()->second.first;
-      pending_sends_.erase(pending_sends_.begin());
-    }
-    if (committed_ > before) {
-      for (auto& [gid, g] : groups_)
-        TakeWaiters(*g, committed_ - before, &wake);
-    }
-    --writes_in_flight_;
-    changed_.SignalAll();
+    FinishAppendLocked(first, records.size(), st.ok(), &wake);
   }
   WakeAll(wake);
   if (!st.ok()) return st;
-  std::vector<uint64_t> offsets(n);
-  for (size_t i = 0; i < n; ++i) offsets[i] = first + i;
+  for (size_t i = 0; i < n; ++i) {
+    if (appended_as[i] >= 0) {
+      offsets[i] = first + appended_as[i];
+    } else if (appended_as[i] <= -2) {
+      offsets[i] = first + appended_as[-2 - appended_as[i]];
+    }
+  }
   return offsets;
 }
 
 absl::StatusOr<std::vector<ReceivedMessage>> Queue::Receive(
     const ReceiveOptions& options, std::shared_ptr<QueueWaiter> waiter,
     bool* parked) {
+  for (;;) {
+    bool more = false;
+    absl::StatusOr<std::vector<ReceivedMessage>> r =
+        ReceiveOnce(options, waiter, parked, &more);
+    // A pass that only moved delayed messages aside or dead-lettered some
+    // looks again at once: ready messages may lie beyond them.
+    if (!r.ok() || !r->empty() || *parked || !more) return r;
+  }
+}
+
+absl::StatusOr<std::vector<ReceivedMessage>> Queue::ReceiveOnce(
+    const ReceiveOptions& options, const std::shared_ptr<QueueWaiter>& waiter,
+    bool* parked, bool* more) {
   *parked = false;
+  *more = false;
   if (options.max_messages < 1 ||
       options.max_messages > Limits::kMaxBatchEntries) {
     return absl::InvalidArgumentError(
@@ -407,14 +621,14 @@ absl::StatusOr<std::vector<ReceivedMessage>> Queue::Receive(
   const absl::Duration timeout =
       options.visibility_timeout.value_or(config_.visibility_timeout);
   if (absl::Status s = ValidateVisibilityTimeout(timeout); !s.ok()) return s;
+  // Messages received max_receives times go to the dead-letter queue
+  // instead of being delivered again.
+  std::shared_ptr<Queue> dlq;
+  if (config_.max_receives > 0) {
+    dlq = lookup_(config_.dead_letter_queue);
+    if (dlq.get() == this) dlq = nullptr;
+  }
 
-  struct Pick {
-    uint64_t offset;
-    GroupState::Lease lease;
-    GroupState::Undo undo;
-    bool delay_only;
-    enum { kKeep, kGone, kAbort } fate = kKeep;
-  };
   std::vector<Pick> picks;
   const absl::Time now = clock_->Now();
   const absl::Time deadline = now + timeout;
@@ -432,12 +646,26 @@ absl::StatusOr<std::vector<ReceivedMessage>> Queue::Receive(
     generation = gs.generation();
     gs.Expire(now);
     int taken = 0;
-    int scanned = 0;
-    while (taken < options.max_messages &&
-           scanned++ < options.max_messages + kMaxExtraScan) {
+    // Every pick is a write; messages held back in a lane or holes cost
+    // nothing and are passed without limit.
+    const size_t max_picks =
+        static_cast<size_t>(options.max_messages) + kMaxExtraScan;
+    while (taken < options.max_messages) {
+      if (picks.size() >= max_picks) {
+        *more = true;
+        break;
+      }
       if (std::optional<uint64_t> r = gs.FirstReady()) {
+        if (dlq != nullptr &&
+            static_cast<int32_t>(gs.FindLease(*r)->receive_count) >=
+                config_.max_receives) {
+          GroupState::Lease lease = *gs.FindLease(*r);
+          gs.BeginChange(*r);
+          picks.push_back({*r, lease, {}, Pick::kDeadLetter});
+          continue;
+        }
         auto [lease, undo] = gs.BeginLease(*r, deadline, false);
-        picks.push_back({*r, lease, undo, false});
+        picks.push_back({*r, lease, undo, Pick::kDeliver});
         ++taken;
         continue;
       }
@@ -448,20 +676,29 @@ absl::StatusOr<std::vector<ReceivedMessage>> Queue::Receive(
         gs.MarkGone(c);
         continue;
       }
+      // A keyed message waits in its key's lane behind the one delivered.
+      if (auto k = keyed_.find(c); k != keyed_.end()) {
+        std::deque<uint64_t>& lane = group->lanes[k->second];
+        lane.push_back(c);
+        if (lane.size() > 1) {
+          gs.AdvanceCursor();
+          continue;
+        }
+      }
       if (auto d = delayed_.find(c); d != delayed_.end()) {
         if (d->second > now) {
           auto [lease, undo] = gs.BeginLease(c, d->second, true);
-          picks.push_back({c, lease, undo, true});
+          picks.push_back({c, lease, undo, Pick::kDelayOnly});
           continue;
         }
         delayed_.erase(d);
       }
       auto [lease, undo] = gs.BeginLease(c, deadline, false);
-      picks.push_back({c, lease, undo, false});
+      picks.push_back({c, lease, undo, Pick::kDeliver});
       ++taken;
     }
-    if (taken == 0 && waiter != nullptr && waiter->OnPark()) {
-      group->waiters.push_back(std::move(waiter));
+    if (taken == 0 && !*more && waiter != nullptr && waiter->OnPark()) {
+      group->waiters.push_back(waiter);
       *parked = true;
       ScheduleCheckLocked();
     }
@@ -473,7 +710,7 @@ absl::StatusOr<std::vector<ReceivedMessage>> Queue::Receive(
   std::vector<std::string> key_bufs;
   std::vector<size_t> read_index;
   for (size_t i = 0; i < picks.size(); ++i) {
-    if (picks[i].delay_only) continue;
+    if (picks[i].kind == Pick::kDelayOnly) continue;
     key_bufs.push_back(keys::Message(id_, picks[i].offset));
     read_index.push_back(i);
   }
@@ -487,6 +724,8 @@ absl::StatusOr<std::vector<ReceivedMessage>> Queue::Receive(
   absl::Status st;
   std::vector<ReceivedMessage> out;
   out.reserve(read_index.size());
+  std::vector<MessageRecord> dead_letters;
+  std::vector<uint64_t> dead_offsets;
   size_t bytes = 0;
   for (size_t k = 0; k < read_index.size() && st.ok(); ++k) {
     Pick& p = picks[read_index[k]];
@@ -498,7 +737,8 @@ absl::StatusOr<std::vector<ReceivedMessage>> Queue::Receive(
       st = FromRocks(read_status[k], "read message");
       break;
     }
-    if (!out.empty() && bytes + values[k].size() > kMaxAnswerBytes) {
+    if (p.kind == Pick::kDeliver && !out.empty() &&
+        bytes + values[k].size() > kMaxAnswerBytes) {
       p.fate = Pick::kAbort;
       continue;
     }
@@ -510,11 +750,18 @@ absl::StatusOr<std::vector<ReceivedMessage>> Queue::Receive(
                                             st.message()));
       break;
     }
+    if (p.kind == Pick::kDeadLetter) {
+      dead_letters.push_back(DeadLetterOf(
+          std::move(rec), p.offset, options.group, p.lease.receive_count));
+      dead_offsets.push_back(p.offset);
+      continue;
+    }
     bytes += values[k].size();
     ReceivedMessage m;
     m.offset = p.offset;
     m.body = std::move(rec.body);
     m.attributes = std::move(rec.attributes);
+    m.ordering_key = std::move(rec.ordering_key);
     m.enqueue_time = FromUs(rec.enqueue_time_us);
     m.receive_count = p.lease.receive_count;
     m.lease_deadline = p.lease.deadline;
@@ -523,13 +770,30 @@ absl::StatusOr<std::vector<ReceivedMessage>> Queue::Receive(
     out.push_back(std::move(m));
   }
 
+  rocksdb::WriteBatch batch;
+  // Dead letters are appended to the dead-letter queue in this queue's
+  // write: a message is in exactly one of the two, even across a crash.
+  uint64_t dead_first = 0;
+  bool dead_appended = false;
+  if (st.ok() && !dead_letters.empty()) {
+    absl::StatusOr<uint64_t> first = dlq->BeginAppend(&dead_letters, &batch);
+    if (first.ok()) {
+      dead_first = *first;
+      dead_appended = true;
+    }
+  }
   if (st.ok()) {
-    rocksdb::WriteBatch batch;
     for (const Pick& p : picks) {
       if (p.fate != Pick::kKeep) continue;
+      const std::string key = keys::GroupOffset(id_, gid, p.offset);
+      if (p.kind == Pick::kDeadLetter) {
+        if (!dead_appended) continue;
+        batch.Delete(storage_->leases(), key);
+        batch.Put(storage_->deleted(), key, "");
+        continue;
+      }
       LeaseRecord rec{ToUs(p.lease.deadline), p.lease.receive_count};
-      batch.Put(storage_->leases(), keys::GroupOffset(id_, gid, p.offset),
-                EncodeLease(rec));
+      batch.Put(storage_->leases(), key, EncodeLease(rec));
     }
     if (!out.empty()) {
       Counters delta;
@@ -539,6 +803,8 @@ absl::StatusOr<std::vector<ReceivedMessage>> Queue::Receive(
     }
     if (batch.Count() > 0) st = storage_->Write(&batch);
   }
+  if (dead_appended)
+    dlq->FinishAppend(dead_first, dead_letters.size(), st.ok());
 
   std::vector<std::shared_ptr<QueueWaiter>> wake;
   {
@@ -547,7 +813,15 @@ absl::StatusOr<std::vector<ReceivedMessage>> Queue::Receive(
     size_t returned = 0;
     for (const Pick& p : picks) {
       if (p.fate == Pick::kGone) {
-        gs.MarkGone(p.offset);
+        OnGoneLocked(*group, p.offset, /*deleted=*/false, &wake);
+      } else if (p.kind == Pick::kDeadLetter) {
+        if (st.ok() && dead_appended && p.fate == Pick::kKeep) {
+          OnGoneLocked(*group, p.offset, /*deleted=*/true, &wake);
+          // The next message of its key may be ready now.
+          *more = true;
+        } else {
+          gs.AbortChange(p.offset);
+        }
       } else if (p.fate == Pick::kAbort || !st.ok()) {
         gs.AbortLease(p.offset, p.undo);
         ++returned;
@@ -564,6 +838,210 @@ absl::StatusOr<std::vector<ReceivedMessage>> Queue::Receive(
   WakeAll(wake);
   if (!st.ok()) return st;
   return out;
+}
+
+namespace {
+
+// What a redriven message looks like again: without the attributes its
+// dead-letter queue added, with its ordering key back.
+MessageRecord RedrivenOf(ReceivedMessage m) {
+  MessageRecord rec;
+  for (auto& [k, v] : m.attributes) {
+    if (k == kAttrOrderingKey) {
+      rec.ordering_key = std::move(v);
+    } else if (k != kAttrSourceQueue && k != kAttrSourceOffset &&
+               k != kAttrSourceGroup && k != kAttrReceiveCount) {
+      rec.attributes.emplace_back(std::move(k), std::move(v));
+    }
+  }
+  if (rec.ordering_key.empty()) rec.ordering_key = std::move(m.ordering_key);
+  rec.body = std::move(m.body);
+  return rec;
+}
+
+// Appends the redriven copies to their target queues in the write that
+// deletes them from the dead-letter queue.
+class RedriveAppends : public Queue::DeleteHook {
+ public:
+  struct Item {
+    std::shared_ptr<Queue> target;
+    MessageRecord record;
+  };
+  explicit RedriveAppends(std::vector<Item> items) : items_(std::move(items)) {}
+
+  absl::Status BeforeWrite(const std::vector<size_t>& indexes,
+                           rocksdb::WriteBatch* batch) override {
+    // One append per target queue, in offset order.
+    for (size_t i : indexes) {
+      Item& item = items_[i];
+      auto [it, fresh] =
+          by_target_.try_emplace(item.target.get(), appends_.size());
+      if (fresh) appends_.push_back(Append{item.target, {}, 0, false});
+      appends_[it->second].records.push_back(std::move(item.record));
+    }
+    for (Append& a : appends_) {
+      absl::StatusOr<uint64_t> first = a.target->BeginAppend(&a.records, batch);
+      if (!first.ok()) {
+        AfterWrite(false);
+        return absl::Status(first.status().code(),
+                            absl::StrCat("redrive to queue ", a.target->name(),
+                                         ": ", first.status().message()));
+      }
+      a.first = *first;
+      a.begun = true;
+    }
+    return absl::OkStatus();
+  }
+
+  void AfterWrite(bool ok) override {
+    for (Append& a : appends_) {
+      if (a.begun) a.target->FinishAppend(a.first, a.records.size(), ok);
+      a.begun = false;
+    }
+  }
+
+ private:
+  struct Append {
+    std::shared_ptr<Queue> target;
+    std::vector<MessageRecord> records;
+    uint64_t first;
+    bool begun;
+  };
+  std::vector<Item> items_;
+  absl::flat_hash_map<const Queue*, size_t> by_target_;
+  std::vector<Append> appends_;
+};
+
+}  // namespace
+
+absl::StatusOr<uint64_t> Queue::Redrive(absl::string_view to_queue,
+                                        int max_messages) {
+  if (max_messages < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("max_messages must be at least 1, got ", max_messages));
+  }
+  std::shared_ptr<Queue> fixed;
+  if (!to_queue.empty()) {
+    fixed = lookup_(to_queue);
+    if (fixed == nullptr) {
+      return absl::NotFoundError(
+          absl::StrCat("queue ", to_queue, " not found"));
+    }
+    if (fixed.get() == this) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("cannot redrive queue ", name_, " into itself"));
+    }
+  }
+  uint64_t moved = 0;
+  // Messages with nowhere to go stay leased until the end, so that the next
+  // batch does not receive them again, and are then released.
+  std::vector<std::string> stuck;
+  absl::Status error;
+  while (error.ok() && moved < static_cast<uint64_t>(max_messages)) {
+    ReceiveOptions ro;
+    ro.max_messages = static_cast<int>(
+        std::min<uint64_t>(Limits::kMaxBatchEntries, max_messages - moved));
+    ro.visibility_timeout = kRedriveLease;
+    bool parked;
+    absl::StatusOr<std::vector<ReceivedMessage>> got =
+        Receive(ro, nullptr, &parked);
+    if (!got.ok()) {
+      error = got.status();
+      break;
+    }
+    if (got->empty()) break;
+    std::vector<std::string> receipts;
+    std::vector<RedriveAppends::Item> items;
+    for (ReceivedMessage& m : *got) {
+      std::shared_ptr<Queue> target = fixed;
+      if (target == nullptr) {
+        for (const auto& [k, v] : m.attributes) {
+          if (k == kAttrSourceQueue) target = lookup_(v);
+        }
+      }
+      if (target == nullptr || target.get() == this) {
+        stuck.push_back(std::move(m.receipt_handle));
+        continue;
+      }
+      receipts.push_back(m.receipt_handle);
+      items.push_back({std::move(target), RedrivenOf(std::move(m))});
+    }
+    if (receipts.empty()) continue;
+    RedriveAppends hook(std::move(items));
+    absl::StatusOr<std::vector<absl::Status>> results =
+        DeleteWith(receipts, &hook);
+    if (!results.ok()) {
+      error = results.status();
+    } else {
+      for (const absl::Status& r : *results) {
+        if (r.ok()) {
+          ++moved;
+        } else if (error.ok()) {
+          error = r;
+        }
+      }
+    }
+    if (!error.ok()) {
+      for (std::string& r : receipts) stuck.push_back(std::move(r));
+    }
+  }
+  for (size_t i = 0; i < stuck.size(); i += Limits::kMaxBatchEntries) {
+    std::vector<VisibilityChange> release;
+    for (size_t j = i; j < stuck.size() && j < i + Limits::kMaxBatchEntries;
+         ++j) {
+      release.push_back({stuck[j], absl::ZeroDuration()});
+    }
+    (void)ChangeVisibility(release);
+  }
+  if (!error.ok() && moved == 0) return error;
+  return moved;
+}
+
+MessageRecord Queue::DeadLetterOf(MessageRecord rec, uint64_t offset,
+                                  absl::string_view group,
+                                  uint32_t receive_count) const {
+  rec.attributes.emplace_back(kAttrSourceQueue, name_);
+  rec.attributes.emplace_back(kAttrSourceOffset, absl::StrCat(offset));
+  rec.attributes.emplace_back(kAttrSourceGroup, std::string(group));
+  rec.attributes.emplace_back(kAttrReceiveCount, absl::StrCat(receive_count));
+  if (!rec.ordering_key.empty()) {
+    rec.attributes.emplace_back(kAttrOrderingKey, std::move(rec.ordering_key));
+  }
+  rec.ordering_key.clear();
+  rec.dedup_id.clear();
+  rec.visible_at_us = 0;
+  return rec;
+}
+
+void Queue::OnGoneLocked(Group& g, uint64_t offset, bool deleted,
+                         std::vector<std::shared_ptr<QueueWaiter>>* wake) {
+  if (deleted) {
+    g.state.CommitDelete(offset);
+  } else {
+    g.state.MarkGone(offset);
+  }
+  // The next message of the same key gets its turn.
+  auto k = keyed_.find(offset);
+  if (k == keyed_.end()) return;
+  auto lane = g.lanes.find(k->second);
+  if (lane == g.lanes.end() || lane->second.empty() ||
+      lane->second.front() != offset) {
+    return;
+  }
+  lane->second.pop_front();
+  if (lane->second.empty()) {
+    g.lanes.erase(lane);
+    return;
+  }
+  PromoteLocked(g, lane->second.front(), clock_->Now());
+  TakeWaiters(g, 1, wake);
+}
+
+void Queue::PromoteLocked(Group& g, uint64_t offset, absl::Time now) {
+  auto d = delayed_.find(offset);
+  g.state.AddReady(offset, d != delayed_.end() && d->second > now
+                               ? d->second
+                               : absl::InfinitePast());
 }
 
 std::vector<Queue::Change> Queue::ResolveReceiptsLocked(
@@ -733,6 +1211,8 @@ uint64_t Queue::MaybeRemoveLocked(absl::Time now, rocksdb::WriteBatch* batch) {
   }
   batch->DeleteRange(storage_->messages(), keys::Message(id_, physical_floor_),
                      keys::Message(id_, logical_floor_));
+  batch->DeleteRange(storage_->index(), keys::OrderingKey(id_, 0),
+                     keys::OrderingKey(id_, logical_floor_));
   // Delay index entries in the past are no longer needed.
   batch->DeleteRange(storage_->index(), keys::Delay(id_, 0, 0),
                      keys::Delay(id_, ToUs(now), 0));
@@ -744,7 +1224,9 @@ uint64_t Queue::MaybeRemoveLocked(absl::Time now, rocksdb::WriteBatch* batch) {
 void Queue::FinishRemoveLocked(uint64_t floor, bool ok) {
   if (floor == 0) return;
   remove_in_flight_ = false;
-  if (ok) physical_floor_ = std::max(physical_floor_, floor);
+  if (!ok) return;
+  physical_floor_ = std::max(physical_floor_, floor);
+  keyed_.erase(keyed_.begin(), keyed_.lower_bound(physical_floor_));
 }
 
 absl::StatusOr<std::vector<absl::Status>> Queue::Delete(
@@ -753,6 +1235,11 @@ absl::StatusOr<std::vector<absl::Status>> Queue::Delete(
       !s.ok()) {
     return s;
   }
+  return DeleteWith(receipts, nullptr);
+}
+
+absl::StatusOr<std::vector<absl::Status>> Queue::DeleteWith(
+    absl::Span<const std::string> receipts, DeleteHook* hook) {
   std::vector<absl::Status> results(receipts.size());
   std::vector<Change> changes;
   rocksdb::WriteBatch batch;
@@ -790,13 +1277,24 @@ absl::StatusOr<std::vector<absl::Status>> Queue::Delete(
     batch.Merge(storage_->meta(), keys::Counters(id_, gid),
                 EncodeCounters(delta));
   }
-  const absl::Status st = storage_->Write(&batch);
+  absl::Status st;
+  if (hook != nullptr) {
+    std::vector<size_t> indexes;
+    indexes.reserve(changes.size());
+    for (const Change& c : changes) indexes.push_back(c.index);
+    st = hook->BeforeWrite(indexes, &batch);
+  }
+  if (st.ok()) {
+    st = storage_->Write(&batch);
+    if (hook != nullptr) hook->AfterWrite(st.ok());
+  }
 
+  std::vector<std::shared_ptr<QueueWaiter>> wake;
   {
     absl::MutexLock lock(&mu_);
     for (const Change& c : changes) {
       if (st.ok()) {
-        c.group->state.CommitDelete(c.offset);
+        OnGoneLocked(*c.group, c.offset, /*deleted=*/true, &wake);
         ++c.group->counters.deleted;
       } else {
         c.group->state.AbortChange(c.offset);
@@ -810,6 +1308,7 @@ absl::StatusOr<std::vector<absl::Status>> Queue::Delete(
     --writes_in_flight_;
     changed_.SignalAll();
   }
+  WakeAll(wake);
   FillDuplicates(receipts, &results);
   return results;
 }
@@ -906,8 +1405,11 @@ absl::StatusOr<uint64_t> Queue::Purge() {
                     keys::QueueEnd(id_));
   batch.DeleteRange(storage_->deleted(), keys::QueueBegin(id_),
                     keys::QueueEnd(id_));
-  batch.DeleteRange(storage_->index(), keys::DelayPrefix(id_),
-                    keys::PrefixSuccessor(keys::DelayPrefix(id_)));
+  for (const std::string& prefix :
+       {keys::DelayPrefix(id_), keys::OrderingKeyPrefix(id_),
+        keys::DedupPrefix(id_)}) {
+    batch.DeleteRange(storage_->index(), prefix, keys::PrefixSuccessor(prefix));
+  }
   for (auto& [gid, g] : groups_) {
     GroupRecord rec = RecordOf(g->state);
     rec.delete_floor = rec.cursor_base = end;
@@ -918,9 +1420,13 @@ absl::StatusOr<uint64_t> Queue::Purge() {
     for (auto& [gid, g] : groups_) {
       g->state.Reset(end, g->state.generation());
       g->persisted_floor = end;
+      g->lanes.clear();
     }
     holes_.clear();
     delayed_.clear();
+    keyed_.clear();
+    dedup_.clear();
+    dedup_order_.clear();
     floor_marks_.clear();
     logical_floor_ = physical_floor_ = end;
   }
@@ -1185,6 +1691,7 @@ absl::StatusOr<GroupInfo> Queue::SeekGroup(absl::string_view name,
     if (st.ok()) {
       g.state.Reset(at, moved.generation());
       g.persisted_floor = at;
+      g.lanes.clear();
       info = InfoLocked(g);
       TakeWaiters(g, g.waiters.size(), &wake);
       UpdateLogicalFloorLocked(clock_->Now());
@@ -1238,6 +1745,7 @@ absl::StatusOr<ReadResult> Queue::Read(const ReadOptions& options) {
     m.body = std::move(rec.body);
     m.attributes = std::move(rec.attributes);
     m.enqueue_time = FromUs(rec.enqueue_time_us);
+    m.ordering_key = std::move(rec.ordering_key);
     result.messages.push_back(std::move(m));
     result.next_offset = offset + 1;
   }
@@ -1265,6 +1773,7 @@ absl::Status Queue::ApplyRetention() {
       for (auto& [gid, g] : groups_) {
         if (g->state.delete_floor() >= *cutoff) continue;
         g->state.DropBelow(*cutoff);
+        RebuildLanesLocked(*g, now);
         batch.Put(storage_->meta(), keys::Group(id_, gid),
                   EncodeGroup(RecordOf(g->state)));
         for (rocksdb::ColumnFamilyHandle* cf :
@@ -1304,6 +1813,23 @@ absl::Status Queue::ApplyRetention() {
     if (absl::Status s = EnterLocked(); !s.ok()) return s;
     UpdateLogicalFloorLocked(now);
     removed = MaybeRemoveLocked(now, &batch);
+    // Dedup ids past the window are forgotten.
+    bool expired = false;
+    while (!dedup_order_.empty() &&
+           dedup_order_.front().first + config_.dedup_window <= now) {
+      auto it = dedup_.find(dedup_order_.front().second);
+      if (it != dedup_.end() && it->second.at == dedup_order_.front().first) {
+        dedup_.erase(it);
+      }
+      dedup_order_.pop_front();
+      expired = true;
+    }
+    if (expired) {
+      batch.DeleteRange(
+          storage_->index(), keys::Dedup(id_, 0, ""),
+          keys::Dedup(
+              id_, std::max<int64_t>(0, ToUs(now - config_.dedup_window)), ""));
+    }
     for (auto& [gid, g] : groups_) {
       if (uint64_t f = MaybeWriteFloorLocked(*g, now, &batch); f > 0) {
         floors_written.emplace_back(g.get(), f);
@@ -1338,7 +1864,8 @@ absl::Status Queue::Drop(rocksdb::WriteBatch* batch) {
       batch->DeleteRange(cf, keys::QueueBegin(id_), keys::QueueEnd(id_));
     }
     for (const std::string& prefix :
-         {keys::DelayPrefix(id_), keys::TimeIndexPrefix(id_)}) {
+         {keys::DelayPrefix(id_), keys::TimeIndexPrefix(id_),
+          keys::OrderingKeyPrefix(id_), keys::DedupPrefix(id_)}) {
       batch->DeleteRange(storage_->index(), prefix,
                          keys::PrefixSuccessor(prefix));
     }

@@ -13,12 +13,14 @@
 
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/container/btree_map.h"
 #include "absl/container/btree_set.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
@@ -47,10 +49,21 @@ class QueueWaiter {
   virtual void Wake() = 0;
 };
 
+// Attributes a dead-lettered message carries.
+inline constexpr char kAttrSourceQueue[] = "weir.source_queue";
+inline constexpr char kAttrSourceOffset[] = "weir.source_offset";
+inline constexpr char kAttrSourceGroup[] = "weir.source_group";
+inline constexpr char kAttrReceiveCount[] = "weir.receive_count";
+inline constexpr char kAttrOrderingKey[] = "weir.ordering_key";
+
+// Finds another queue of the engine by name; null if there is none.
+using QueueLookup =
+    std::function<std::shared_ptr<class Queue>(absl::string_view)>;
+
 class Queue : public std::enable_shared_from_this<Queue> {
  public:
   Queue(Storage* storage, Clock* clock, Dispatcher* dispatcher,
-        const QueueRecord& record);
+        QueueLookup lookup, const QueueRecord& record);
 
   // Rebuilds the in-memory state from storage. Call once, before sharing.
   absl::Status Load();
@@ -89,6 +102,36 @@ class Queue : public std::enable_shared_from_this<Queue> {
                                       const LogPosition& to);
   absl::StatusOr<ReadResult> Read(const ReadOptions& options);
 
+  // Moves up to `max_messages` messages this queue's default group has
+  // neither deleted nor leased to `to_queue`, or when empty to the queue
+  // named by their kAttrSourceQueue attribute. Each message is appended to
+  // its target and deleted here in one atomic write. Messages whose target
+  // does not exist (any more) stay. Returns how many moved.
+  absl::StatusOr<uint64_t> Redrive(absl::string_view to_queue,
+                                   int max_messages);
+
+  // Lets a caller of DeleteWith add its own writes to the delete's atomic
+  // write (redrive: the copies appended to other queues).
+  class DeleteHook {
+   public:
+    virtual ~DeleteHook() = default;
+    // `indexes`: the receipts (positions in the batch) about to be deleted.
+    // A non-OK status cancels the whole delete: nothing is written.
+    virtual absl::Status BeforeWrite(const std::vector<size_t>& indexes,
+                                     rocksdb::WriteBatch* batch) = 0;
+    // Called with the write's outcome when BeforeWrite returned OK.
+    virtual void AfterWrite(bool ok) = 0;
+  };
+
+  // Appending on behalf of another queue's write (dead letters, redrive):
+  // BeginAppend assigns offsets to `records` (whose visible_at_us holds the
+  // delay in microseconds) and adds their writes to `batch`; the caller
+  // writes the batch and must then call FinishAppend with the outcome.
+  // Takes only this queue's lock, never while the caller holds its own.
+  absl::StatusOr<uint64_t> BeginAppend(std::vector<MessageRecord>* records,
+                                       rocksdb::WriteBatch* batch);
+  void FinishAppend(uint64_t first, size_t n, bool ok);
+
   // Removes what retention no longer keeps: messages older than max_age
   // (whatever their state) and messages every group deleted more than
   // keep_deleted_for ago.
@@ -111,7 +154,31 @@ class Queue : public std::enable_shared_from_this<Queue> {
     // Totals; `sent` is kept in the default group's.
     Counters counters;
     std::deque<std::shared_ptr<QueueWaiter>> waiters;
+    // Per ordering key, the group's undeleted messages of that key that the
+    // cursor has passed, in offset order. Only the first is in `state`
+    // (leased or ready); the others wait their turn.
+    absl::flat_hash_map<std::string, std::deque<uint64_t>> lanes;
   };
+
+  // A message taken by a Receive: to deliver, to hold back for its send
+  // delay (a lease that is no receive), or to move to the dead-letter queue.
+  struct Pick {
+    uint64_t offset;
+    GroupState::Lease lease;
+    GroupState::Undo undo;
+    enum Kind { kDeliver, kDelayOnly, kDeadLetter } kind;
+    enum Fate { kKeep, kGone, kAbort } fate = kKeep;
+  };
+
+  // One pass of Receive. Sets *more when it stopped at its scan limit with
+  // more of the log to look at (it then never parks `waiter`).
+  absl::StatusOr<std::vector<ReceivedMessage>> ReceiveOnce(
+      const ReceiveOptions& options, const std::shared_ptr<QueueWaiter>& waiter,
+      bool* parked, bool* more);
+
+  // Delete, with `hook` (may be null) joining the write.
+  absl::StatusOr<std::vector<absl::Status>> DeleteWith(
+      absl::Span<const std::string> receipts, DeleteHook* hook);
 
   // A receipt checked and resolved to a lease about to change.
   struct Change {
@@ -128,6 +195,41 @@ class Queue : public std::enable_shared_from_this<Queue> {
     absl::Time first_at;
     absl::Time last_at;
   };
+
+  struct DedupEntry {
+    uint64_t offset;
+    absl::Time at;  // First sent.
+    bool pending;   // Its write is in flight.
+  };
+
+  absl::Status ValidateSend(absl::Span<const SendEntry> entries) const;
+  // The copy of `rec` (at `offset`, received `receive_count` times by
+  // `group`) that goes to the dead-letter queue.
+  MessageRecord DeadLetterOf(MessageRecord rec, uint64_t offset,
+                             absl::string_view group,
+                             uint32_t receive_count) const;
+  // The message at `offset` is deleted for `g` (or held no message): ends
+  // its entry and lets the next message of its ordering key go.
+  void OnGoneLocked(Group& g, uint64_t offset, bool deleted,
+                    std::vector<std::shared_ptr<QueueWaiter>>* wake)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Rebuilds g.lanes from keyed_ and g.state after a restart.
+  void RebuildLanesLocked(Group& g, absl::Time now)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Makes `offset`, a keyed message whose turn has come, deliverable to `g`:
+  // ready now, or once its send delay has passed.
+  void PromoteLocked(Group& g, uint64_t offset, absl::Time now)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // After a restart: offsets below a group's cursor that have no lease, no
+  // deletion and no lane (a lease write that failed, a send that failed)
+  // are made ready again, or marked gone when they hold no message.
+  absl::Status RecoverGapsLocked(Group& g) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  uint64_t BeginAppendLocked(std::vector<MessageRecord>* records,
+                             rocksdb::WriteBatch* batch)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void FinishAppendLocked(uint64_t first, size_t n, bool ok,
+                          std::vector<std::shared_ptr<QueueWaiter>>* wake)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   // Fails unless the queue is open; waits while an exclusive change runs.
   absl::Status EnterLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -197,6 +299,7 @@ class Queue : public std::enable_shared_from_this<Queue> {
   Storage* const storage_;
   Clock* const clock_;
   Dispatcher* const dispatcher_;
+  const QueueLookup lookup_;
   const uint64_t id_;
   const std::string name_;
   const absl::Time create_time_;
@@ -226,6 +329,12 @@ class Queue : public std::enable_shared_from_this<Queue> {
   absl::btree_set<uint64_t> holes_ ABSL_GUARDED_BY(mu_);
   // Messages not visible yet: offset -> visible at.
   absl::flat_hash_map<uint64_t, absl::Time> delayed_ ABSL_GUARDED_BY(mu_);
+  // Ordering keys of keyed messages not yet removed.
+  absl::btree_map<uint64_t, std::string> keyed_ ABSL_GUARDED_BY(mu_);
+  // Dedup ids seen within the dedup window, and the order they expire in.
+  absl::flat_hash_map<std::string, DedupEntry> dedup_ ABSL_GUARDED_BY(mu_);
+  std::deque<std::pair<absl::Time, std::string>> dedup_order_
+      ABSL_GUARDED_BY(mu_);
 
   // Retention. Offsets below logical_floor_ are gone for every reader;
   // messages below physical_floor_ are removed from storage too.

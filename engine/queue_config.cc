@@ -38,6 +38,31 @@ absl::Status NormalizeQueueConfig(QueueConfig* config) {
         "retention max_age ", absl::FormatDuration(config->retention_max_age),
         " must be 0 (no limit) or at least 1s"));
   }
+  if (config->max_receives < 0 || config->max_receives > Limits::kMaxReceives) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("max_receives ", config->max_receives,
+                     " is out of range [0, ", Limits::kMaxReceives, "]"));
+  }
+  if ((config->max_receives > 0) != !config->dead_letter_queue.empty()) {
+    return absl::InvalidArgumentError(
+        "max_receives and dead_letter_queue go together: set both or neither");
+  }
+  if (!config->dead_letter_queue.empty()) {
+    if (absl::Status s = ValidateQueueName(config->dead_letter_queue);
+        !s.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("dead_letter_queue: ", s.message()));
+    }
+  }
+  if (config->dedup_window < absl::ZeroDuration() ||
+      config->dedup_window > Limits::kMaxDedupWindow) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("dedup_window ", absl::FormatDuration(config->dedup_window),
+                     " is out of range [0, 12h]"));
+  }
+  if (config->dedup_window == absl::ZeroDuration()) {
+    config->dedup_window = defaults.dedup_window;
+  }
   if (config->retention_keep_deleted_for < absl::ZeroDuration()) {
     return absl::InvalidArgumentError(
         absl::StrCat("retention keep_deleted_for ",

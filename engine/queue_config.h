@@ -3,6 +3,7 @@
 #define WEIR_ENGINE_QUEUE_CONFIG_H_
 
 #include <cstdint>
+#include <string>
 
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
@@ -19,6 +20,10 @@ struct Limits {
   static constexpr int64_t kMaxMessageBytes = 4 << 20;
   static constexpr int kMaxBatchEntries = 1000;
   static constexpr size_t kMaxAttributeKeyLength = 256;
+  static constexpr size_t kMaxOrderingKeyLength = 128;
+  static constexpr size_t kMaxDedupIdLength = 128;
+  static constexpr int32_t kMaxReceives = 1000;
+  static constexpr absl::Duration kMaxDedupWindow = absl::Hours(12);
 };
 
 // Per-queue settings. A zero field means "use the default" when a queue is
@@ -35,12 +40,21 @@ struct QueueConfig {
   // How long a message deleted by every group is kept for replay before it
   // is removed. 0: removed as soon as every group has deleted it.
   absl::Duration retention_keep_deleted_for = absl::ZeroDuration();
+  // A message that would be delivered for the (max_receives+1)-th time to a
+  // group goes to dead_letter_queue instead. 0 (and no queue): never.
+  int32_t max_receives = 0;
+  std::string dead_letter_queue;
+  // How long a dedup id is remembered. Zero on creation: 5 minutes.
+  absl::Duration dedup_window = absl::Minutes(5);
 
   friend bool operator==(const QueueConfig& a, const QueueConfig& b) {
     return a.visibility_timeout == b.visibility_timeout &&
            a.max_message_bytes == b.max_message_bytes && a.delay == b.delay &&
            a.retention_max_age == b.retention_max_age &&
-           a.retention_keep_deleted_for == b.retention_keep_deleted_for;
+           a.retention_keep_deleted_for == b.retention_keep_deleted_for &&
+           a.max_receives == b.max_receives &&
+           a.dead_letter_queue == b.dead_letter_queue &&
+           a.dedup_window == b.dedup_window;
   }
   friend bool operator!=(const QueueConfig& a, const QueueConfig& b) {
     return !(a == b);

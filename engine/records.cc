@@ -61,6 +61,8 @@ std::string EncodeMessage(const MessageRecord& m) {
     PutLengthPrefixed(&out, k);
     PutLengthPrefixed(&out, v);
   }
+  PutLengthPrefixed(&out, m.ordering_key);
+  PutLengthPrefixed(&out, m.dedup_id);
   out.append(m.body);
   return out;
 }
@@ -85,6 +87,12 @@ absl::Status DecodeMessage(absl::string_view in, MessageRecord* m) {
     }
     m->attributes.emplace_back(std::string(k), std::string(v));
   }
+  absl::string_view key, dedup;
+  if (!r.GetLengthPrefixed(&key) || !r.GetLengthPrefixed(&dedup)) {
+    return Corrupt("message");
+  }
+  m->ordering_key = std::string(key);
+  m->dedup_id = std::string(dedup);
   m->body = std::string(r.TakeRest());
   return absl::OkStatus();
 }
@@ -120,6 +128,9 @@ enum : uint32_t {
   kQueueDelayUs = 6,
   kQueueMaxAgeUs = 7,
   kQueueKeepDeletedUs = 8,
+  kQueueMaxReceives = 9,
+  kQueueDeadLetterQueue = 10,
+  kQueueDedupWindowUs = 11,
 };
 
 std::string EncodeQueue(const QueueRecord& q) {
@@ -137,6 +148,11 @@ std::string EncodeQueue(const QueueRecord& q) {
   PutVarintField(
       &out, kQueueKeepDeletedUs,
       absl::ToInt64Microseconds(q.config.retention_keep_deleted_for));
+  PutVarintField(&out, kQueueMaxReceives,
+                 static_cast<uint32_t>(q.config.max_receives));
+  PutStringField(&out, kQueueDeadLetterQueue, q.config.dead_letter_queue);
+  PutVarintField(&out, kQueueDedupWindowUs,
+                 absl::ToInt64Microseconds(q.config.dedup_window));
   return out;
 }
 
@@ -168,10 +184,19 @@ absl::Status DecodeQueue(absl::string_view in, QueueRecord* q) {
           case kQueueKeepDeletedUs:
             q->config.retention_keep_deleted_for = absl::Microseconds(s);
             break;
+          case kQueueMaxReceives:
+            q->config.max_receives = static_cast<int32_t>(v);
+            break;
+          case kQueueDedupWindowUs:
+            q->config.dedup_window = absl::Microseconds(s);
+            break;
         }
       },
       [q](uint32_t field, absl::string_view v) {
         if (field == kQueueName) q->name = std::string(v);
+        if (field == kQueueDeadLetterQueue) {
+          q->config.dead_letter_queue = std::string(v);
+        }
       });
   if (!ok || q->id == 0 || q->name.empty()) return Corrupt("queue");
   return absl::OkStatus();

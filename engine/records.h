@@ -26,6 +26,9 @@ struct MessageRecord {
   // 0 when the message was visible at once.
   int64_t visible_at_us = 0;
   Attributes attributes;
+  // Empty when the message has none.
+  std::string ordering_key;
+  std::string dedup_id;
   std::string body;
 };
 
