@@ -20,6 +20,8 @@
 #include <vector>
 
 #include "CLI/CLI.hpp"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/string_view.h"
@@ -78,11 +80,27 @@ std::string FormatTimeMs(int64_t unix_ms) {
 // One line per queue: name, configuration in force, creation time.
 std::string FormatQueue(const v1::Queue& queue) {
   const v1::QueueConfig& config = queue.config();
-  return absl::StrCat("name=", queue.name(), "\tvisibility_timeout_ms=",
-                      config.visibility_timeout_ms(),
-                      "\tmax_message_bytes=", config.max_message_bytes(),
-                      "\tdelay_ms=", config.delay_ms(),
-                      "\tcreate_time=", FormatTimeMs(queue.create_time_ms()));
+  std::string line =
+      absl::StrCat("name=", queue.name(),
+                   "\tvisibility_timeout_ms=", config.visibility_timeout_ms(),
+                   "\tmax_message_bytes=", config.max_message_bytes(),
+                   "\tdelay_ms=", config.delay_ms(),
+                   "\tdedup_window_ms=", config.dedup_window_ms());
+  if (config.retention_max_age_ms() > 0) {
+    absl::StrAppend(&line,
+                    "\tretention_max_age_ms=", config.retention_max_age_ms());
+  }
+  if (config.retention_keep_deleted_for_ms() > 0) {
+    absl::StrAppend(&line, "\tretention_keep_deleted_for_ms=",
+                    config.retention_keep_deleted_for_ms());
+  }
+  if (!config.dead_letter_queue().empty()) {
+    absl::StrAppend(&line, "\tmax_receives=", config.max_receives(),
+                    "\tdead_letter_queue=", config.dead_letter_queue());
+  }
+  absl::StrAppend(&line,
+                  "\tcreate_time=", FormatTimeMs(queue.create_time_ms()));
+  return line;
 }
 
 // Prints a failed call the way every command reports errors; returns the exit
@@ -111,11 +129,74 @@ bool ParseAttributes(const std::vector<std::string>& pairs,
   return true;
 }
 
+// Parses a log position: "earliest", "latest", "offset:N" or "time:UNIX_MS".
+bool ParsePosition(const std::string& text, v1::LogPosition& position,
+                   std::string& error) {
+  const auto number = [&](absl::string_view digits, auto* out) {
+    return !digits.empty() && absl::SimpleAtoi(digits, out);
+  };
+  uint64_t offset;
+  int64_t time_ms;
+  if (text == "earliest") {
+    position.set_earliest(true);
+  } else if (text == "latest") {
+    position.set_latest(true);
+  } else if (absl::StartsWith(text, "offset:") &&
+             number(absl::string_view(text).substr(7), &offset)) {
+    position.set_offset(offset);
+  } else if (absl::StartsWith(text, "time:") &&
+             number(absl::string_view(text).substr(5), &time_ms)) {
+    position.set_time_ms(time_ms);
+  } else {
+    error =
+        absl::StrCat("position \"", text,
+                     "\" is not earliest, latest, offset:N or time:UNIX_MS");
+    return false;
+  }
+  return true;
+}
+
+std::string FormatGroup(const v1::Group& group) {
+  return absl::StrCat("group=", group.name(), "\tcursor=", group.cursor(),
+                      "\tdelete_floor=", group.delete_floor(),
+                      "\tlag=", group.lag(), "\tin_flight=", group.in_flight());
+}
+
+// One message on one line: offset, (receive count, receipt,) ordering key,
+// attributes sorted by key, and last the escaped body.
+std::string FormatMessage(const v1::Message& message, bool leased) {
+  std::string line = absl::StrCat("offset=", message.offset());
+  if (leased) {
+    absl::StrAppend(&line, "\treceive_count=", message.receive_count(),
+                    "\treceipt=", message.receipt_handle());
+  } else {
+    absl::StrAppend(&line,
+                    "\tenqueue_time=", FormatTimeMs(message.enqueue_time_ms()));
+  }
+  if (!message.ordering_key().empty()) {
+    absl::StrAppend(&line,
+                    "\tordering_key=", EscapeField(message.ordering_key()));
+  }
+  const std::map<std::string, std::string> sorted(message.attributes().begin(),
+                                                  message.attributes().end());
+  for (const auto& [key, value] : sorted) {
+    absl::StrAppend(&line, "\tattr:", EscapeField(key), "=",
+                    EscapeField(value));
+  }
+  absl::StrAppend(&line, "\t", EscapeField(message.body()));
+  return line;
+}
+
 struct CreateArgs {
   std::string queue;
   int64_t visibility_timeout_ms = 0;
   int64_t max_message_bytes = 0;
   int64_t delay_ms = 0;
+  int64_t retention_max_age_ms = 0;
+  int64_t retention_keep_deleted_for_ms = 0;
+  int32_t max_receives = 0;
+  std::string dead_letter_queue;
+  int64_t dedup_window_ms = 0;
 };
 
 struct SendArgs {
@@ -127,10 +208,13 @@ struct SendArgs {
   std::vector<std::string> attributes;
   int64_t delay_ms = 0;
   bool delay_given = false;
+  std::string ordering_key;
+  std::string dedup_id;
 };
 
 struct ReceiveArgs {
   std::string queue;
+  std::string group;
   int32_t max_messages = 1;
   int64_t visibility_timeout_ms = 0;
   bool visibility_timeout_given = false;
@@ -151,6 +235,13 @@ class Session {
         args.visibility_timeout_ms);
     request.mutable_config()->set_max_message_bytes(args.max_message_bytes);
     request.mutable_config()->set_delay_ms(args.delay_ms);
+    request.mutable_config()->set_retention_max_age_ms(
+        args.retention_max_age_ms);
+    request.mutable_config()->set_retention_keep_deleted_for_ms(
+        args.retention_keep_deleted_for_ms);
+    request.mutable_config()->set_max_receives(args.max_receives);
+    request.mutable_config()->set_dead_letter_queue(args.dead_letter_queue);
+    request.mutable_config()->set_dedup_window_ms(args.dedup_window_ms);
     v1::CreateQueueResponse response;
     grpc::ClientContext context;
     SetDeadline(context);
@@ -193,9 +284,10 @@ class Session {
     return 0;
   }
 
-  int GetQueueStats(const std::string& queue) {
+  int GetQueueStats(const std::string& queue, const std::string& group) {
     v1::GetQueueStatsRequest request;
     request.set_name(queue);
+    request.set_group(group);
     v1::QueueStats stats;
     grpc::ClientContext context;
     SetDeadline(context);
@@ -276,6 +368,8 @@ class Session {
         entry->mutable_attributes()->insert(attributes.begin(),
                                             attributes.end());
         if (args.delay_given) entry->set_delay_ms(args.delay_ms);
+        entry->set_ordering_key(args.ordering_key);
+        entry->set_dedup_id(args.dedup_id);
       }
       v1::SendResponse response;
       grpc::ClientContext context;
@@ -289,11 +383,11 @@ class Session {
     return 0;
   }
 
-  // Prints one line per message: offset, receive count, receipt handle, the
-  // attributes sorted by key, and last the escaped body.
+  // Prints one line per message (FormatMessage).
   int Receive(const ReceiveArgs& args) {
     v1::ReceiveRequest request;
     request.set_queue(args.queue);
+    request.set_group(args.group);
     request.set_max_messages(args.max_messages);
     if (args.visibility_timeout_given) {
       request.set_visibility_timeout_ms(args.visibility_timeout_ms);
@@ -307,19 +401,102 @@ class Session {
     const grpc::Status status = stub_->Receive(&context, request, &response);
     if (!status.ok()) return ReportError(status);
     for (const v1::Message& message : response.messages()) {
-      std::string line =
-          absl::StrCat("offset=", message.offset(),
-                       "\treceive_count=", message.receive_count(),
-                       "\treceipt=", message.receipt_handle());
-      const std::map<std::string, std::string> sorted(
-          message.attributes().begin(), message.attributes().end());
-      for (const auto& [key, value] : sorted) {
-        absl::StrAppend(&line, "\tattr:", EscapeField(key), "=",
-                        EscapeField(value));
-      }
-      absl::StrAppend(&line, "\t", EscapeField(message.body()));
-      std::cout << line << "\n";
+      std::cout << FormatMessage(message, /*leased=*/true) << "\n";
     }
+    return 0;
+  }
+
+  int Redrive(const std::string& dlq, const std::string& to_queue,
+              int32_t max_messages) {
+    v1::RedriveRequest request;
+    request.set_queue(dlq);
+    request.set_to_queue(to_queue);
+    request.set_max_messages(max_messages);
+    v1::RedriveResponse response;
+    grpc::ClientContext context;
+    SetDeadline(context);
+    const grpc::Status status = stub_->Redrive(&context, request, &response);
+    if (!status.ok()) return ReportError(status);
+    std::cout << "moved=" << response.moved() << "\n";
+    return 0;
+  }
+
+  int CreateGroup(const std::string& queue, const std::string& group,
+                  const v1::LogPosition& start) {
+    v1::CreateGroupRequest request;
+    request.set_queue(queue);
+    request.set_name(group);
+    *request.mutable_start() = start;
+    v1::Group response;
+    grpc::ClientContext context;
+    SetDeadline(context);
+    const grpc::Status status =
+        stub_->CreateGroup(&context, request, &response);
+    if (!status.ok()) return ReportError(status);
+    std::cout << FormatGroup(response) << "\n";
+    return 0;
+  }
+
+  int SeekGroup(const std::string& queue, const std::string& group,
+                const v1::LogPosition& to) {
+    v1::SeekGroupRequest request;
+    request.set_queue(queue);
+    request.set_name(group);
+    *request.mutable_to() = to;
+    v1::Group response;
+    grpc::ClientContext context;
+    SetDeadline(context);
+    const grpc::Status status = stub_->SeekGroup(&context, request, &response);
+    if (!status.ok()) return ReportError(status);
+    std::cout << FormatGroup(response) << "\n";
+    return 0;
+  }
+
+  int DeleteGroup(const std::string& queue, const std::string& group) {
+    v1::DeleteGroupRequest request;
+    request.set_queue(queue);
+    request.set_name(group);
+    v1::DeleteGroupResponse response;
+    grpc::ClientContext context;
+    SetDeadline(context);
+    const grpc::Status status =
+        stub_->DeleteGroup(&context, request, &response);
+    if (!status.ok()) return ReportError(status);
+    std::cout << "deleted group " << group << "\n";
+    return 0;
+  }
+
+  int ListGroups(const std::string& queue) {
+    v1::ListGroupsRequest request;
+    request.set_queue(queue);
+    v1::ListGroupsResponse response;
+    grpc::ClientContext context;
+    SetDeadline(context);
+    const grpc::Status status = stub_->ListGroups(&context, request, &response);
+    if (!status.ok()) return ReportError(status);
+    for (const v1::Group& group : response.groups()) {
+      std::cout << FormatGroup(group) << "\n";
+    }
+    return 0;
+  }
+
+  // Prints up to `max_messages` messages from `from` on, one per line, without
+  // leasing them.
+  int Read(const std::string& queue, const v1::LogPosition& from,
+           int32_t max_messages) {
+    v1::ReadRequest request;
+    request.set_queue(queue);
+    *request.mutable_from() = from;
+    request.set_max_messages(max_messages);
+    v1::ReadResponse response;
+    grpc::ClientContext context;
+    SetDeadline(context);
+    const grpc::Status status = stub_->Read(&context, request, &response);
+    if (!status.ok()) return ReportError(status);
+    for (const v1::Message& message : response.messages()) {
+      std::cout << FormatMessage(message, /*leased=*/false) << "\n";
+    }
+    std::cerr << "next_offset=" << response.next_offset() << "\n";
     return 0;
   }
 
@@ -434,6 +611,18 @@ int Main(int argc, char** argv) {
                          "Largest message in bytes (0 = server default)");
   create_cmd->add_option("--delay", create.delay_ms,
                          "Default delay of sent messages in ms");
+  create_cmd->add_option("--retention-max-age", create.retention_max_age_ms,
+                         "Remove messages older than this many ms (0 = never)");
+  create_cmd->add_option(
+      "--keep-deleted-for", create.retention_keep_deleted_for_ms,
+      "Keep messages every group deleted this many ms, for replay");
+  create_cmd->add_option("--max-receives", create.max_receives,
+                         "Dead-letter a message after this many deliveries");
+  create_cmd->add_option("--dead-letter-queue", create.dead_letter_queue,
+                         "Where dead letters go (an existing queue)");
+  create_cmd->add_option("--dedup-window", create.dedup_window_ms,
+                         "How long a dedup id is remembered, in ms "
+                         "(0 = server default, 5 min)");
   create_cmd->callback(
       [&] { run = [&](Session& s) { return s.CreateQueue(create); }; });
 
@@ -455,12 +644,21 @@ int Main(int argc, char** argv) {
         });
       };
   add_queue_command("get", "Show a queue's configuration", &Session::GetQueue);
-  add_queue_command("stats", "Show a queue's message counts",
-                    &Session::GetQueueStats);
   add_queue_command("delete-queue", "Delete a queue and all its messages",
                     &Session::DeleteQueue);
   add_queue_command("purge", "Delete all messages, keeping the queue",
                     &Session::PurgeQueue);
+
+  std::string stats_queue;
+  std::string stats_group;
+  CLI::App* stats_cmd =
+      app.add_subcommand("stats", "Show a queue's message counts");
+  stats_cmd->add_option("QUEUE", stats_queue, "Queue name")->required();
+  stats_cmd->add_option("--group", stats_group,
+                        "Consumer group (default: the default group)");
+  stats_cmd->callback([&] {
+    run = [&](Session& s) { return s.GetQueueStats(stats_queue, stats_group); };
+  });
 
   SendArgs send;
   CLI::App* send_cmd = app.add_subcommand(
@@ -477,6 +675,10 @@ int Main(int argc, char** argv) {
       ->allow_extra_args(false);
   CLI::Option* send_delay = send_cmd->add_option(
       "--delay", send.delay_ms, "Invisible for this many ms after sending");
+  send_cmd->add_option("--ordering-key", send.ordering_key,
+                       "Deliver messages of this key in order, one at a time");
+  send_cmd->add_option("--dedup-id", send.dedup_id,
+                       "Send nothing if this id was sent within the window");
   send_cmd->callback([&] {
     send.body_given = send_cmd->count("BODY") > 0 && send.body != "-";
     send.delay_given = send_delay->count() > 0;
@@ -496,6 +698,8 @@ int Main(int argc, char** argv) {
       "Lease in ms (default: the queue's)");
   receive_cmd->add_option("--wait", receive.wait_ms,
                           "Wait up to this many ms for a message (0..20000)");
+  receive_cmd->add_option("--group", receive.group,
+                          "Consumer group (default: the default group)");
   receive_cmd->callback([&] {
     receive.visibility_timeout_given = receive_visibility->count() > 0;
     run = [&](Session& s) { return s.Receive(receive); };
@@ -529,6 +733,94 @@ int Main(int argc, char** argv) {
       return s.ChangeVisibility(change_queue, change_receipt,
                                 change_timeout_ms);
     };
+  });
+
+  std::string redrive_queue;
+  std::string redrive_to;
+  int32_t redrive_max = 0;
+  CLI::App* redrive_cmd = app.add_subcommand(
+      "redrive", "Move messages out of a dead-letter queue; prints how many");
+  redrive_cmd->add_option("DLQ", redrive_queue, "Dead-letter queue")
+      ->required();
+  redrive_cmd->add_option("--to", redrive_to,
+                          "Target queue (default: where each came from)");
+  redrive_cmd->add_option("-n,--max-messages", redrive_max,
+                          "Most messages to move (0 = all)");
+  redrive_cmd->callback([&] {
+    run = [&](Session& s) {
+      return s.Redrive(redrive_queue, redrive_to, redrive_max);
+    };
+  });
+
+  // Consumer groups and replay.
+  std::string group_queue;
+  std::string group_name;
+  std::string position = "earliest";
+  v1::LogPosition parsed_position;
+  std::string position_error;
+  const auto with_position = [&](std::function<int(Session&)> call) {
+    return [&, call](Session& s) {
+      if (!ParsePosition(position, parsed_position, position_error)) {
+        return ReportInvalidArgument(position_error);
+      }
+      return call(s);
+    };
+  };
+  CLI::App* group_create_cmd = app.add_subcommand(
+      "group-create",
+      "Create a consumer group (every group sees every message)");
+  group_create_cmd->add_option("QUEUE", group_queue, "Queue name")->required();
+  group_create_cmd->add_option("GROUP", group_name, "Group name")->required();
+  group_create_cmd->add_option(
+      "--from", position,
+      "Where it starts: earliest, latest, offset:N or time:UNIX_MS");
+  group_create_cmd->callback([&] {
+    run = with_position([&](Session& s) {
+      return s.CreateGroup(group_queue, group_name, parsed_position);
+    });
+  });
+  CLI::App* group_seek_cmd = app.add_subcommand(
+      "group-seek", "Move a group's cursor: messages from there on come again");
+  group_seek_cmd->add_option("QUEUE", group_queue, "Queue name")->required();
+  group_seek_cmd
+      ->add_option("GROUP", group_name,
+                   "Group name (\"\" for the default group)")
+      ->required();
+  group_seek_cmd
+      ->add_option("--to", position,
+                   "earliest, latest, offset:N or time:UNIX_MS")
+      ->required();
+  group_seek_cmd->callback([&] {
+    run = with_position([&](Session& s) {
+      return s.SeekGroup(group_queue, group_name, parsed_position);
+    });
+  });
+  CLI::App* group_delete_cmd =
+      app.add_subcommand("group-delete", "Delete a consumer group");
+  group_delete_cmd->add_option("QUEUE", group_queue, "Queue name")->required();
+  group_delete_cmd->add_option("GROUP", group_name, "Group name")->required();
+  group_delete_cmd->callback([&] {
+    run = [&](Session& s) { return s.DeleteGroup(group_queue, group_name); };
+  });
+  CLI::App* groups_cmd = app.add_subcommand(
+      "groups",
+      "List a queue's consumer groups: cursor, floor, lag, in flight");
+  groups_cmd->add_option("QUEUE", group_queue, "Queue name")->required();
+  groups_cmd->callback(
+      [&] { run = [&](Session& s) { return s.ListGroups(group_queue); }; });
+
+  int32_t read_max = 100;
+  CLI::App* read_cmd = app.add_subcommand(
+      "read", "Read messages by offset or time without leasing them (replay)");
+  read_cmd->add_option("QUEUE", group_queue, "Queue name")->required();
+  read_cmd->add_option("--from", position,
+                       "earliest, latest, offset:N or time:UNIX_MS");
+  read_cmd->add_option("-n,--max-messages", read_max,
+                       "Most messages (1..1000)");
+  read_cmd->callback([&] {
+    run = with_position([&](Session& s) {
+      return s.Read(group_queue, parsed_position, read_max);
+    });
   });
 
   try {

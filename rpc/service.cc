@@ -1,6 +1,7 @@
 #include "rpc/service.h"
 
 #include <algorithm>
+#include <limits>
 #include <memory>
 #include <utility>
 
@@ -23,6 +24,9 @@ QueueConfig FromProto(const pb::QueueConfig& c) {
   out.retention_max_age = absl::Milliseconds(c.retention_max_age_ms());
   out.retention_keep_deleted_for =
       absl::Milliseconds(c.retention_keep_deleted_for_ms());
+  out.max_receives = c.max_receives();
+  out.dead_letter_queue = c.dead_letter_queue();
+  out.dedup_window = absl::Milliseconds(c.dedup_window_ms());
   return out;
 }
 
@@ -59,6 +63,9 @@ void ToProto(const QueueInfo& info, pb::Queue* out) {
       absl::ToInt64Milliseconds(info.config.retention_max_age));
   c->set_retention_keep_deleted_for_ms(
       absl::ToInt64Milliseconds(info.config.retention_keep_deleted_for));
+  c->set_max_receives(info.config.max_receives);
+  c->set_dead_letter_queue(info.config.dead_letter_queue);
+  c->set_dedup_window_ms(absl::ToInt64Milliseconds(info.config.dedup_window));
 }
 
 void ToProto(const ReceivedMessage& m, pb::Message* out) {
@@ -69,6 +76,7 @@ void ToProto(const ReceivedMessage& m, pb::Message* out) {
   out->set_receive_count(m.receive_count);
   out->set_receipt_handle(m.receipt_handle);
   out->set_lease_deadline_ms(ToUnixMs(m.lease_deadline));
+  out->set_ordering_key(m.ordering_key);
 }
 
 void ToProto(const std::vector<absl::Status>& results,
@@ -230,6 +238,8 @@ grpc::Status WeirService::Send(grpc::ServerContext*, const pb::SendRequest* req,
     out.attributes.assign(e.attributes().begin(), e.attributes().end());
     std::sort(out.attributes.begin(), out.attributes.end());
     if (e.has_delay_ms()) out.delay = absl::Milliseconds(e.delay_ms());
+    out.ordering_key = e.ordering_key();
+    out.dedup_id = e.dedup_id();
     entries.push_back(std::move(out));
   }
   auto r = engine_->Send(req->queue(), entries);
@@ -323,8 +333,25 @@ grpc::Status WeirService::Read(grpc::ServerContext*, const pb::ReadRequest* req,
     out->set_body(m.body);
     for (const auto& [k, v] : m.attributes) (*out->mutable_attributes())[k] = v;
     out->set_enqueue_time_ms(ToUnixMs(m.enqueue_time));
+    out->set_ordering_key(m.ordering_key);
   }
   resp->set_next_offset(r->next_offset);
+  return grpc::Status::OK;
+}
+
+grpc::Status WeirService::Redrive(grpc::ServerContext*,
+                                  const pb::RedriveRequest* req,
+                                  pb::RedriveResponse* resp) {
+  if (req->max_messages() < 0) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                        absl::StrCat("max_messages ", req->max_messages(),
+                                     " must not be negative"));
+  }
+  const int max = req->max_messages() == 0 ? std::numeric_limits<int>::max()
+                                           : req->max_messages();
+  auto r = engine_->Redrive(req->queue(), req->to_queue(), max);
+  if (!r.ok()) return ToGrpcStatus(r.status());
+  resp->set_moved(*r);
   return grpc::Status::OK;
 }
 

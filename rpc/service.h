@@ -66,6 +66,9 @@ class WeirService final : public weir::v1::Weir::WithCallbackMethod_Receive<
   grpc::Status Read(grpc::ServerContext* ctx,
                     const weir::v1::ReadRequest* req,
                     weir::v1::ReadResponse* resp) override;
+  grpc::Status Redrive(grpc::ServerContext* ctx,
+                       const weir::v1::RedriveRequest* req,
+                       weir::v1::RedriveResponse* resp) override;
 
  private:
   Engine* const engine_;
