@@ -23,6 +23,7 @@
 #include "grpcpp/support/byte_buffer.h"
 #include "grpcpp/support/slice.h"
 #include "gtest/gtest.h"
+#include "tests/e2e_fixture.h"
 #include "tests/rpc_helpers.h"
 #include "tests/server_process.h"
 #include "weir/v1/weir.pb.h"
@@ -37,18 +38,6 @@ using ::weir::v1::QueueConfig;
 using ::weir::v1::QueueStats;
 using ::weir::v1::ReceiveRequest;
 using ::weir::v1::SendRequest;
-
-constexpr int64_t kDefaultVisibilityTimeoutMs = 30'000;
-constexpr int64_t kDefaultMaxMessageBytes = 256 << 10;
-constexpr int64_t kMaxVisibilityTimeoutMs = 12LL * 60 * 60 * 1000;
-constexpr int64_t kMaxMessageBytesLimit = 4 << 20;
-constexpr int64_t kMaxDelayMs = 15LL * 60 * 1000;
-constexpr int64_t kMaxWaitTimeMs = 20'000;
-constexpr int kMaxBatch = 1000;
-// Leases that must not lapse while a test runs.
-constexpr int64_t kLongLeaseMs = 10LL * 60 * 1000;
-// Slack allowed between the server's clock readings and the test's.
-constexpr int64_t kClockSlackMs = 5'000;
 
 // grpc.health.v1.Health/Check spoken through a generic stub, since the
 // generated health stubs are not part of the build. HealthCheckRequest is
@@ -105,108 +94,6 @@ grpc::Status CheckHealth(const std::shared_ptr<grpc::Channel>& channel,
   }
   return grpc::Status::OK;
 }
-
-class E2ETest : public ::testing::Test {
- protected:
-  static void SetUpTestSuite() {
-    server_ = new absl::StatusOr<std::unique_ptr<ServerProcess>>(
-        ServerProcess::Start());
-  }
-
-  // Stopping the server last also checks that nothing the tests sent took it
-  // down and that it shuts down cleanly on SIGTERM.
-  static void TearDownTestSuite() {
-    if (server_->ok()) {
-      absl::StatusOr<int> exit_code = (**server_)->Stop();
-      if (!exit_code.ok()) {
-        ADD_FAILURE() << "stopping weir_server: " << exit_code.status();
-      } else if (*exit_code != 0) {
-        ADD_FAILURE() << "weir_server exited with code " << *exit_code
-                      << " on SIGTERM";
-      }
-    }
-    delete server_;
-    server_ = nullptr;
-  }
-
-  void SetUp() override {
-    ASSERT_TRUE(server_->ok()) << server_->status();
-    ASSERT_TRUE((**server_)->running()) << "weir_server is not running";
-    client_ = std::make_unique<TestClient>((**server_)->Channel());
-  }
-
-  ServerProcess& server() { return ***server_; }
-  TestClient& client() { return *client_; }
-
-  // A queue name no other test uses.
-  static std::string UniqueName(const std::string& hint) {
-    static std::atomic<int> counter{0};
-    return absl::StrCat(hint, "-", counter.fetch_add(1));
-  }
-
-  // Creates a fresh queue and returns its name.
-  std::string NewQueue(const std::string& hint,
-                       const QueueConfig& config = {}) {
-    std::string name = UniqueName(hint);
-    Reply<weir::v1::CreateQueueResponse> created =
-        client().CreateQueue(name, config);
-    EXPECT_TRUE(created.ok())
-        << "CreateQueue " << name << ": " << Describe(created.status);
-    return name;
-  }
-
-  QueueStats Stats(const std::string& queue) {
-    Reply<QueueStats> stats = client().GetQueueStats(queue);
-    EXPECT_TRUE(stats.ok()) << Describe(stats.status);
-    return stats.response;
-  }
-
-  // Sends `bodies` and returns their offsets.
-  std::vector<uint64_t> SendOk(const std::string& queue,
-                               const std::vector<std::string>& bodies) {
-    Reply<weir::v1::SendResponse> sent = client().SendBodies(queue, bodies);
-    EXPECT_TRUE(sent.ok()) << Describe(sent.status);
-    return {sent.response.offsets().begin(), sent.response.offsets().end()};
-  }
-
-  // Receives until `count` messages have arrived (a server may hand out fewer
-  // than max_messages per call), long-polling so that it never spins.
-  std::vector<Message> ReceiveCount(const std::string& queue, int count,
-                                    int64_t visibility_timeout_ms) {
-    std::vector<Message> messages;
-    const absl::Time deadline = absl::Now() + absl::Seconds(30);
-    while (static_cast<int>(messages.size()) < count &&
-           absl::Now() < deadline) {
-      Reply<weir::v1::ReceiveResponse> received =
-          client().Receive(queue, count - static_cast<int>(messages.size()),
-                           visibility_timeout_ms, /*wait_time_ms=*/1000);
-      EXPECT_TRUE(received.ok()) << Describe(received.status);
-      if (!received.ok()) break;
-      for (const Message& m : received.response.messages()) {
-        messages.push_back(m);
-      }
-    }
-    EXPECT_EQ(messages.size(), count) << "messages received from " << queue;
-    return messages;
-  }
-
-  // Receives without waiting; the queue is expected to have nothing ready.
-  void ExpectNothingReady(const std::string& queue) {
-    Reply<weir::v1::ReceiveResponse> received =
-        client().Receive(queue, kMaxBatch, kLongLeaseMs, /*wait_time_ms=*/0);
-    ASSERT_TRUE(received.ok()) << Describe(received.status);
-    EXPECT_EQ(received.response.messages_size(), 0)
-        << "first unexpected message: offset "
-        << received.response.messages(0).offset() << " body \""
-        << received.response.messages(0).body() << "\"";
-  }
-
- private:
-  static absl::StatusOr<std::unique_ptr<ServerProcess>>* server_;
-  std::unique_ptr<TestClient> client_;
-};
-
-absl::StatusOr<std::unique_ptr<ServerProcess>>* E2ETest::server_ = nullptr;
 
 TEST_F(E2ETest, HealthCheckAnswersServing) {
   int serving_status = -1;

@@ -75,6 +75,14 @@ Reply<weir::v1::QueueStats> TestClient::GetQueueStats(const std::string& name) {
   return Call(*stub_, &Weir::Stub::GetQueueStats, request);
 }
 
+Reply<weir::v1::QueueStats> TestClient::GetQueueStats(
+    const std::string& name, const std::string& group) {
+  weir::v1::GetQueueStatsRequest request;
+  request.set_name(name);
+  request.set_group(group);
+  return Call(*stub_, &Weir::Stub::GetQueueStats, request);
+}
+
 Reply<weir::v1::SendResponse> TestClient::Send(
     const weir::v1::SendRequest& request) {
   return Call(*stub_, &Weir::Stub::Send, request);
@@ -109,6 +117,20 @@ Reply<weir::v1::ReceiveResponse> TestClient::Receive(
   return Receive(request);
 }
 
+Reply<weir::v1::ReceiveResponse> TestClient::ReceiveFromGroup(
+    const std::string& queue, const std::string& group, int32_t max_messages,
+    std::optional<int64_t> visibility_timeout_ms, int64_t wait_time_ms) {
+  weir::v1::ReceiveRequest request;
+  request.set_queue(queue);
+  request.set_group(group);
+  request.set_max_messages(max_messages);
+  if (visibility_timeout_ms.has_value()) {
+    request.set_visibility_timeout_ms(*visibility_timeout_ms);
+  }
+  request.set_wait_time_ms(wait_time_ms);
+  return Receive(request);
+}
+
 Reply<weir::v1::DeleteResponse> TestClient::Delete(
     const std::string& queue, const std::vector<std::string>& receipts) {
   weir::v1::DeleteRequest request;
@@ -135,6 +157,90 @@ Reply<weir::v1::ChangeVisibilityResponse> TestClient::ChangeVisibility(
     change->set_visibility_timeout_ms(timeout_ms);
   }
   return ChangeVisibility(request);
+}
+
+Reply<weir::v1::Group> TestClient::CreateGroup(
+    const std::string& queue, const std::string& name,
+    const weir::v1::LogPosition& start) {
+  weir::v1::CreateGroupRequest request;
+  request.set_queue(queue);
+  request.set_name(name);
+  *request.mutable_start() = start;
+  return Call(*stub_, &Weir::Stub::CreateGroup, request);
+}
+
+Reply<weir::v1::DeleteGroupResponse> TestClient::DeleteGroup(
+    const std::string& queue, const std::string& name) {
+  weir::v1::DeleteGroupRequest request;
+  request.set_queue(queue);
+  request.set_name(name);
+  return Call(*stub_, &Weir::Stub::DeleteGroup, request);
+}
+
+Reply<weir::v1::ListGroupsResponse> TestClient::ListGroups(
+    const std::string& queue) {
+  weir::v1::ListGroupsRequest request;
+  request.set_queue(queue);
+  return Call(*stub_, &Weir::Stub::ListGroups, request);
+}
+
+Reply<weir::v1::Group> TestClient::SeekGroup(const std::string& queue,
+                                             const std::string& name,
+                                             const weir::v1::LogPosition& to) {
+  weir::v1::SeekGroupRequest request;
+  request.set_queue(queue);
+  request.set_name(name);
+  *request.mutable_to() = to;
+  return Call(*stub_, &Weir::Stub::SeekGroup, request);
+}
+
+Reply<weir::v1::ReadResponse> TestClient::Read(
+    const weir::v1::ReadRequest& request) {
+  return Call(*stub_, &Weir::Stub::Read, request);
+}
+
+Reply<weir::v1::ReadResponse> TestClient::Read(
+    const std::string& queue, const weir::v1::LogPosition& from,
+    int32_t max_messages, int64_t max_bytes) {
+  weir::v1::ReadRequest request;
+  request.set_queue(queue);
+  *request.mutable_from() = from;
+  request.set_max_messages(max_messages);
+  request.set_max_bytes(max_bytes);
+  return Read(request);
+}
+
+Reply<weir::v1::RedriveResponse> TestClient::Redrive(
+    const std::string& dlq, const std::string& to_queue, int32_t max_messages) {
+  weir::v1::RedriveRequest request;
+  request.set_queue(dlq);
+  request.set_to_queue(to_queue);
+  request.set_max_messages(max_messages);
+  return Call(*stub_, &Weir::Stub::Redrive, request);
+}
+
+weir::v1::LogPosition Earliest() {
+  weir::v1::LogPosition position;
+  position.set_earliest(true);
+  return position;
+}
+
+weir::v1::LogPosition Latest() {
+  weir::v1::LogPosition position;
+  position.set_latest(true);
+  return position;
+}
+
+weir::v1::LogPosition AtOffset(uint64_t offset) {
+  weir::v1::LogPosition position;
+  position.set_offset(offset);
+  return position;
+}
+
+weir::v1::LogPosition AtTime(int64_t unix_ms) {
+  weir::v1::LogPosition position;
+  position.set_time_ms(unix_ms);
+  return position;
 }
 
 std::string CodeName(int code) {

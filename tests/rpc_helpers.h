@@ -49,6 +49,9 @@ class TestClient {
   Reply<weir::v1::DeleteQueueResponse> DeleteQueue(const std::string& name);
   Reply<weir::v1::PurgeQueueResponse> PurgeQueue(const std::string& name);
   Reply<weir::v1::QueueStats> GetQueueStats(const std::string& name);
+  // The stats of consumer group `group` (empty: the default group).
+  Reply<weir::v1::QueueStats> GetQueueStats(const std::string& name,
+                                            const std::string& group);
 
   Reply<weir::v1::SendResponse> Send(const weir::v1::SendRequest& request);
   // Sends one entry per body, without attributes or delay.
@@ -60,6 +63,10 @@ class TestClient {
   Reply<weir::v1::ReceiveResponse> Receive(
       const std::string& queue, int32_t max_messages,
       std::optional<int64_t> visibility_timeout_ms, int64_t wait_time_ms = 0);
+  // Receive on consumer group `group` (empty: the default group).
+  Reply<weir::v1::ReceiveResponse> ReceiveFromGroup(
+      const std::string& queue, const std::string& group, int32_t max_messages,
+      std::optional<int64_t> visibility_timeout_ms, int64_t wait_time_ms = 0);
 
   Reply<weir::v1::DeleteResponse> Delete(
       const std::string& queue, const std::vector<std::string>& receipts);
@@ -70,11 +77,37 @@ class TestClient {
       const std::string& queue,
       const std::vector<std::pair<std::string, int64_t>>& changes);
 
+  Reply<weir::v1::Group> CreateGroup(const std::string& queue,
+                                     const std::string& name,
+                                     const weir::v1::LogPosition& start);
+  Reply<weir::v1::DeleteGroupResponse> DeleteGroup(const std::string& queue,
+                                                   const std::string& name);
+  Reply<weir::v1::ListGroupsResponse> ListGroups(const std::string& queue);
+  Reply<weir::v1::Group> SeekGroup(const std::string& queue,
+                                   const std::string& name,
+                                   const weir::v1::LogPosition& to);
+  Reply<weir::v1::ReadResponse> Read(const weir::v1::ReadRequest& request);
+  Reply<weir::v1::ReadResponse> Read(const std::string& queue,
+                                     const weir::v1::LogPosition& from,
+                                     int32_t max_messages = 0,
+                                     int64_t max_bytes = 0);
+
+  Reply<weir::v1::RedriveResponse> Redrive(const std::string& dlq,
+                                           const std::string& to_queue = "",
+                                           int32_t max_messages = 0);
+
   weir::v1::Weir::Stub& stub() { return *stub_; }
 
  private:
   std::unique_ptr<weir::v1::Weir::Stub> stub_;
 };
+
+// LogPosition values: the earliest retained message, the end of the log, an
+// offset, a Unix time in milliseconds.
+weir::v1::LogPosition Earliest();
+weir::v1::LogPosition Latest();
+weir::v1::LogPosition AtOffset(uint64_t offset);
+weir::v1::LogPosition AtTime(int64_t unix_ms);
 
 // "NOT_FOUND" for grpc::StatusCode::NOT_FOUND (5), "CODE_<n>" if unknown.
 std::string CodeName(int code);
