@@ -314,6 +314,11 @@ absl::Status Queue::RecoverGapsLocked(Group& g) {
     if (g.state.Tracked(o)) continue;
     auto k = keyed_.find(o);
     if (k != keyed_.end() && g.lanes.contains(k->second)) continue;
+    // A message still held back by its delay: known to exist.
+    if (auto d = delayed_.find(o); d != delayed_.end()) {
+      g.state.AddReady(o, d->second);
+      continue;
+    }
     gaps.push_back(o);
   }
   if (gaps.empty()) return absl::OkStatus();
@@ -328,10 +333,8 @@ absl::Status Queue::RecoverGapsLocked(Group& g) {
       storage_->db()->MultiGet(rocksdb::ReadOptions(), cfs, read_keys, &values);
   for (size_t i = 0; i < gaps.size(); ++i) {
     if (found[i].ok()) {
-      // Its lease write failed: deliverable again, never received.
-      auto d = delayed_.find(gaps[i]);
-      g.state.AddReady(gaps[i],
-                       d != delayed_.end() ? d->second : absl::InfinitePast());
+      // Passed while delayed, or its lease write failed: deliverable.
+      g.state.AddReady(gaps[i]);
     } else if (found[i].IsNotFound()) {
       g.state.MarkGone(gaps[i]);  // A send whose write failed.
     } else {
@@ -687,8 +690,10 @@ absl::StatusOr<std::vector<ReceivedMessage>> Queue::ReceiveOnce(
       }
       if (auto d = delayed_.find(c); d != delayed_.end()) {
         if (d->second > now) {
-          auto [lease, undo] = gs.BeginLease(c, d->second, true);
-          picks.push_back({c, lease, undo, Pick::kDelayOnly});
+          // Held back until its time in the group's deadline order: nothing
+          // to write (on open, RecoverGapsLocked finds it again).
+          gs.AdvanceCursor();
+          gs.AddReady(c, d->second);
           continue;
         }
         delayed_.erase(d);
@@ -710,7 +715,6 @@ absl::StatusOr<std::vector<ReceivedMessage>> Queue::ReceiveOnce(
   std::vector<std::string> key_bufs;
   std::vector<size_t> read_index;
   for (size_t i = 0; i < picks.size(); ++i) {
-    if (picks[i].kind == Pick::kDelayOnly) continue;
     key_bufs.push_back(keys::Message(id_, picks[i].offset));
     read_index.push_back(i);
   }

@@ -160,13 +160,13 @@ class Queue : public std::enable_shared_from_this<Queue> {
     absl::flat_hash_map<std::string, std::deque<uint64_t>> lanes;
   };
 
-  // A message taken by a Receive: to deliver, to hold back for its send
-  // delay (a lease that is no receive), or to move to the dead-letter queue.
+  // A message taken by a Receive: to deliver, or to move to the dead-letter
+  // queue.
   struct Pick {
     uint64_t offset;
     GroupState::Lease lease;
     GroupState::Undo undo;
-    enum Kind { kDeliver, kDelayOnly, kDeadLetter } kind;
+    enum Kind { kDeliver, kDeadLetter } kind;
     enum Fate { kKeep, kGone, kAbort } fate = kKeep;
   };
 
@@ -221,8 +221,9 @@ class Queue : public std::enable_shared_from_this<Queue> {
   void PromoteLocked(Group& g, uint64_t offset, absl::Time now)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // After a restart: offsets below a group's cursor that have no lease, no
-  // deletion and no lane (a lease write that failed, a send that failed)
-  // are made ready again, or marked gone when they hold no message.
+  // deletion and no lane (a delayed message the cursor passed, a lease
+  // write that failed, a send that failed) are made deliverable again, or
+  // marked gone when they hold no message.
   absl::Status RecoverGapsLocked(Group& g) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   uint64_t BeginAppendLocked(std::vector<MessageRecord>* records,
                              rocksdb::WriteBatch* batch)
