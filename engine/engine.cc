@@ -224,16 +224,8 @@ class EngineImpl : public Engine {
       return absl::UnavailableError("the server is shutting down");
     }
     absl::MutexLock lock(&mu_);
-    if (!config.dead_letter_queue.empty()) {
-      if (config.dead_letter_queue == name) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "queue ", name, " cannot be its own dead-letter queue"));
-      }
-      if (queues_.find(config.dead_letter_queue) == queues_.end()) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("dead-letter queue ", config.dead_letter_queue,
-                         " does not exist; create it first"));
-      }
+    if (absl::Status s = CheckDeadLetterQueueLocked(name, config); !s.ok()) {
+      return s;
     }
     if (auto it = queues_.find(name); it != queues_.end()) {
       QueueInfo info = it->second->info();
@@ -259,6 +251,27 @@ class EngineImpl : public Engine {
     if (absl::Status s = q->Load(); !s.ok()) return s;
     queues_[rec.name] = q;
     return std::make_pair(q->info(), true);
+  }
+
+  absl::StatusOr<QueueInfo> UpdateQueue(
+      absl::string_view name,
+      const std::function<void(QueueConfig&)>& edit) override {
+    if (closing_.load()) {
+      return absl::UnavailableError("the server is shutting down");
+    }
+    // Held throughout: updates of a queue are serialized, and the
+    // dead-letter queue checked cannot be deleted meanwhile.
+    absl::MutexLock lock(&mu_);
+    auto it = queues_.find(name);
+    if (it == queues_.end()) return QueueNotFound(name);
+    QueueConfig config = it->second->config();
+    edit(config);
+    if (absl::Status s = NormalizeQueueConfig(&config); !s.ok()) return s;
+    if (absl::Status s = CheckDeadLetterQueueLocked(name, config); !s.ok()) {
+      return s;
+    }
+    if (absl::Status s = it->second->UpdateConfig(config); !s.ok()) return s;
+    return it->second->info();
   }
 
   absl::StatusOr<QueueInfo> GetQueue(absl::string_view name) override {
@@ -469,6 +482,38 @@ class EngineImpl : public Engine {
     return std::make_shared<Queue>(
         storage_.get(), clock_, dispatcher_.get(),
         [this](absl::string_view name) { return Find(name); }, rec);
+  }
+
+  // INVALID_ARGUMENT unless `config`'s dead-letter queue (if any) exists
+  // and is not queue `name` itself.
+  absl::Status CheckDeadLetterQueueLocked(absl::string_view name,
+                                          const QueueConfig& config)
+      ABSL_SHARED_LOCKS_REQUIRED(mu_) {
+    if (config.dead_letter_queue.empty()) return absl::OkStatus();
+    if (config.dead_letter_queue == name) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("queue ", name, " cannot be its own dead-letter queue"));
+    }
+    auto dlq = queues_.find(config.dead_letter_queue);
+    if (dlq == queues_.end()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("dead-letter queue ", config.dead_letter_queue,
+                       " does not exist; create it first"));
+    }
+    // Dead letters must not go round in a circle: a chain of dead-letter
+    // queues ends somewhere.
+    for (size_t hops = 0; hops < queues_.size(); ++hops) {
+      const std::string next = dlq->second->config().dead_letter_queue;
+      if (next.empty()) return absl::OkStatus();
+      if (next == name) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "dead-letter queue ", config.dead_letter_queue, " of queue ", name,
+            " leads back to ", name, " through its own dead-letter queues"));
+      }
+      dlq = queues_.find(next);
+      if (dlq == queues_.end()) return absl::OkStatus();
+    }
+    return absl::OkStatus();
   }
 
   // A queue whose dead-letter queue is `name`, or null.

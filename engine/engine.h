@@ -201,6 +201,15 @@ class Engine {
   virtual absl::StatusOr<std::pair<QueueInfo, bool>> CreateQueue(
       absl::string_view name, QueueConfig config) = 0;
   virtual absl::StatusOr<QueueInfo> GetQueue(absl::string_view name) = 0;
+  // Changes a queue's configuration: `edit` is applied to a copy of the
+  // configuration in force, then the result is normalized and checked as by
+  // CreateQueue (INVALID_ARGUMENT, nothing changed) and stored. Leases
+  // already handed out and delays of messages already sent keep their
+  // times; everything else applies from the next call on. Returns the
+  // queue as updated.
+  virtual absl::StatusOr<QueueInfo> UpdateQueue(
+      absl::string_view name,
+      const std::function<void(QueueConfig&)>& edit) = 0;
   // Queues in name order, starting after `start_after`, at most `limit`.
   virtual absl::StatusOr<std::vector<QueueInfo>> ListQueues(
       absl::string_view prefix, absl::string_view start_after, int limit) = 0;

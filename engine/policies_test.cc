@@ -576,5 +576,98 @@ TEST_F(PoliciesTest, DedupWindowIsConfigurable) {
             absl::StatusCode::kInvalidArgument);
 }
 
+// --- Changing a queue's configuration. ---
+
+TEST_F(PoliciesTest, UpdateQueueChangesWhatComesNextAndSurvivesRestart) {
+  Create("q");
+  SendBodies("q", {"before"});
+  auto leased = Recv("q", 1, absl::Minutes(1));
+  ASSERT_THAT(leased, SizeIs(1));
+  auto updated = engine_->UpdateQueue("q", [](QueueConfig& c) {
+    c.visibility_timeout = absl::Seconds(5);
+    c.delay = absl::Seconds(10);
+  });
+  ASSERT_TRUE(updated.ok()) << updated.status();
+  EXPECT_EQ(updated->config.visibility_timeout, absl::Seconds(5));
+  EXPECT_EQ(updated->config.max_message_bytes, 256 << 10);  // Kept.
+  // The lease handed out before keeps its minute; new sends wait 10 s.
+  SendBodies("q", {"after"});
+  clock_.Advance(absl::Seconds(10));
+  ReceiveOptions o;
+  o.max_messages = 10;
+  auto got = engine_->Receive("q", o);
+  ASSERT_TRUE(got.ok());
+  ASSERT_THAT(Bodies(*got), ElementsAre("after"));
+  EXPECT_EQ((*got)[0].lease_deadline, clock_.Now() + absl::Seconds(5));
+  Reopen();
+  auto info = engine_->GetQueue("q");
+  ASSERT_TRUE(info.ok());
+  EXPECT_EQ(info->config.visibility_timeout, absl::Seconds(5));
+  EXPECT_EQ(info->config.delay, absl::Seconds(10));
+}
+
+TEST_F(PoliciesTest, UpdateQueueAddsADeadLetterQueueToAQueueInUse) {
+  Create("q");
+  Create("dlq");
+  SendBodies("q", {"poison"});
+  ReceiveAndLapse("q");
+  ReceiveAndLapse("q");
+  ASSERT_TRUE(engine_
+                  ->UpdateQueue("q",
+                                [](QueueConfig& c) {
+                                  c.max_receives = 2;
+                                  c.dead_letter_queue = "dlq";
+                                })
+                  .ok());
+  EXPECT_THAT(Recv("q", 10), IsEmpty());
+  EXPECT_THAT(Bodies(Recv("dlq", 10)), ElementsAre("poison"));
+  // Taking it away again stops dead-lettering.
+  ASSERT_TRUE(engine_
+                  ->UpdateQueue("q",
+                                [](QueueConfig& c) {
+                                  c.max_receives = 0;
+                                  c.dead_letter_queue.clear();
+                                })
+                  .ok());
+  EXPECT_TRUE(engine_->DeleteQueue("dlq").ok());
+}
+
+TEST_F(PoliciesTest, UpdateQueueRefusesBadConfigAndChangesNothing) {
+  Create("a");
+  Create("b");
+  QueueConfig a_to_b;
+  a_to_b.max_receives = 1;
+  a_to_b.dead_letter_queue = "b";
+  ASSERT_TRUE(
+      engine_->UpdateQueue("a", [&](QueueConfig& c) { c = a_to_b; }).ok());
+  const auto code = [&](const std::string& q,
+                        std::function<void(QueueConfig&)> edit) {
+    return engine_->UpdateQueue(q, edit).status().code();
+  };
+  EXPECT_EQ(code("nope", [](QueueConfig&) {}), absl::StatusCode::kNotFound);
+  EXPECT_EQ(code("b",
+                 [](QueueConfig& c) {
+                   c.max_receives = 1;
+                   c.dead_letter_queue = "a";  // A circle.
+                 }),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(code("b",
+                 [](QueueConfig& c) {
+                   c.max_receives = 1;
+                   c.dead_letter_queue = "b";
+                 }),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(
+      code("b", [](QueueConfig& c) { c.visibility_timeout = absl::Hours(13); }),
+      absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(code("a", [](QueueConfig& c) { c.dead_letter_queue = "zz"; }),
+            absl::StatusCode::kInvalidArgument);
+  auto a = engine_->GetQueue("a");
+  auto b = engine_->GetQueue("b");
+  ASSERT_TRUE(a.ok() && b.ok());
+  EXPECT_EQ(a->config.dead_letter_queue, "b");
+  EXPECT_EQ(b->config, QueueConfig());
+}
+
 }  // namespace
 }  // namespace weir

@@ -107,8 +107,29 @@ void Queue::WriteNew(const QueueRecord& record, const Storage& storage,
   batch->Put(storage.meta(), keys::Group(record.id, 0), EncodeGroup(group));
 }
 
+QueueConfig Queue::config() const {
+  absl::MutexLock lock(&config_mu_);
+  return config_;
+}
+
+absl::Status Queue::UpdateConfig(const QueueConfig& config) {
+  QueueRecord rec;
+  rec.id = id_;
+  rec.name = name_;
+  rec.create_time_us = ToUs(create_time_);
+  rec.config = config;
+  rocksdb::WriteBatch batch;
+  batch.Put(storage_->meta(), keys::Queue(id_), EncodeQueue(rec));
+  if (absl::Status s = storage_->Write(&batch); !s.ok()) return s;
+  {
+    absl::MutexLock lock(&config_mu_);
+    config_ = config;
+  }
+  return absl::OkStatus();
+}
+
 QueueInfo Queue::info() const {
-  return QueueInfo{name_, config_, create_time_};
+  return QueueInfo{name_, config(), create_time_};
 }
 
 GroupRecord Queue::RecordOf(const GroupState& g) {
@@ -270,8 +291,9 @@ absl::Status Queue::Load() {
   // Dedup ids still inside the window.
   for (RangeIterator it(
            db, storage_->index(),
-           keys::Dedup(
-               id_, std::max<int64_t>(0, ToUs(now - config_.dedup_window)), ""),
+           keys::Dedup(id_,
+                       std::max<int64_t>(0, ToUs(now - config().dedup_window)),
+                       ""),
            keys::PrefixSuccessor(keys::DedupPrefix(id_)));
        it.Valid(); it.Next()) {
     uint64_t qid, time_us;
@@ -377,7 +399,8 @@ absl::StatusOr<Queue::Group*> Queue::FindGroupLocked(absl::string_view name) {
 
 Queue::Group& Queue::DefaultGroupLocked() { return *groups_.at(0); }
 
-absl::Status Queue::ValidateSend(absl::Span<const SendEntry> entries) const {
+absl::Status Queue::ValidateSend(absl::Span<const SendEntry> entries,
+                                 const QueueConfig& config) {
   if (absl::Status s = ValidateBatchSize(entries.size(), "a send batch");
       !s.ok()) {
     return s;
@@ -385,11 +408,11 @@ absl::Status Queue::ValidateSend(absl::Span<const SendEntry> entries) const {
   for (size_t i = 0; i < entries.size(); ++i) {
     const SendEntry& e = entries[i];
     const size_t bytes = MessageBytes(e.body, e.attributes);
-    if (bytes > static_cast<size_t>(config_.max_message_bytes)) {
+    if (bytes > static_cast<size_t>(config.max_message_bytes)) {
       return absl::InvalidArgumentError(
           absl::StrCat("entry ", i, ": message of ", bytes,
                        " bytes exceeds the queue's max_message_bytes ",
-                       config_.max_message_bytes));
+                       config.max_message_bytes));
     }
     if (e.delay.has_value() &&
         (*e.delay < absl::ZeroDuration() || *e.delay > Limits::kMaxDelay)) {
@@ -508,7 +531,8 @@ void Queue::FinishAppend(uint64_t first, size_t n, bool ok) {
 
 absl::StatusOr<std::vector<uint64_t>> Queue::Send(
     absl::Span<const SendEntry> entries) {
-  if (absl::Status s = ValidateSend(entries); !s.ok()) return s;
+  const QueueConfig config = this->config();
+  if (absl::Status s = ValidateSend(entries, config); !s.ok()) return s;
   const size_t n = entries.size();
   std::vector<uint64_t> offsets(n);
   // Entries appended, and for each entry: its index among them, or -1 when
@@ -538,7 +562,7 @@ absl::StatusOr<std::vector<uint64_t>> Queue::Send(
       const SendEntry& e = entries[i];
       if (!e.dedup_id.empty()) {
         auto it = dedup_.find(e.dedup_id);
-        if (it != dedup_.end() && it->second.at + config_.dedup_window > now) {
+        if (it != dedup_.end() && it->second.at + config.dedup_window > now) {
           offsets[i] = it->second.offset;
           continue;
         }
@@ -550,7 +574,7 @@ absl::StatusOr<std::vector<uint64_t>> Queue::Send(
       }
       appended_as[i] = static_cast<int>(records.size());
       MessageRecord rec;
-      const absl::Duration delay = e.delay.value_or(config_.delay);
+      const absl::Duration delay = e.delay.value_or(config.delay);
       rec.visible_at_us = absl::ToInt64Microseconds(delay);
       rec.attributes = e.attributes;
       rec.ordering_key = e.ordering_key;
@@ -621,14 +645,15 @@ absl::StatusOr<std::vector<ReceivedMessage>> Queue::ReceiveOnce(
         absl::StrCat("max_messages must be 1-", Limits::kMaxBatchEntries,
                      ", got ", options.max_messages));
   }
+  const QueueConfig config = this->config();
   const absl::Duration timeout =
-      options.visibility_timeout.value_or(config_.visibility_timeout);
+      options.visibility_timeout.value_or(config.visibility_timeout);
   if (absl::Status s = ValidateVisibilityTimeout(timeout); !s.ok()) return s;
   // Messages received max_receives times go to the dead-letter queue
   // instead of being delivered again.
   std::shared_ptr<Queue> dlq;
-  if (config_.max_receives > 0) {
-    dlq = lookup_(config_.dead_letter_queue);
+  if (config.max_receives > 0) {
+    dlq = lookup_(config.dead_letter_queue);
     if (dlq.get() == this) dlq = nullptr;
   }
 
@@ -661,7 +686,7 @@ absl::StatusOr<std::vector<ReceivedMessage>> Queue::ReceiveOnce(
       if (std::optional<uint64_t> r = gs.FirstReady()) {
         if (dlq != nullptr &&
             static_cast<int32_t>(gs.FindLease(*r)->receive_count) >=
-                config_.max_receives) {
+                config.max_receives) {
           GroupState::Lease lease = *gs.FindLease(*r);
           gs.BeginChange(*r);
           picks.push_back({*r, lease, {}, Pick::kDeadLetter});
@@ -1183,7 +1208,7 @@ void Queue::UpdateLogicalFloorLocked(absl::Time now) {
   for (const auto& [gid, g] : groups_) {
     min_floor = std::min(min_floor, g->state.delete_floor());
   }
-  const absl::Duration keep = config_.retention_keep_deleted_for;
+  const absl::Duration keep = config().retention_keep_deleted_for;
   if (keep == absl::ZeroDuration()) {
     logical_floor_ = std::max(logical_floor_, min_floor);
     return;
@@ -1760,14 +1785,15 @@ absl::StatusOr<ReadResult> Queue::Read(const ReadOptions& options) {
 
 absl::Status Queue::ApplyRetention() {
   const absl::Time now = clock_->Now();
+  const QueueConfig config = this->config();
   rocksdb::WriteBatch batch;
   uint64_t removed = 0;
   absl::Status st;
-  if (config_.retention_max_age > absl::ZeroDuration()) {
+  if (config.retention_max_age > absl::ZeroDuration()) {
     // Messages enqueued before the cutoff are removed whatever their state:
     // every group's floor moves past them.
     absl::StatusOr<uint64_t> cutoff =
-        OffsetForTime(now - config_.retention_max_age);
+        OffsetForTime(now - config.retention_max_age);
     if (!cutoff.ok()) return cutoff.status();
     absl::MutexLock lock(&mu_);
     if (*cutoff > logical_floor_) {
@@ -1820,7 +1846,7 @@ absl::Status Queue::ApplyRetention() {
     // Dedup ids past the window are forgotten.
     bool expired = false;
     while (!dedup_order_.empty() &&
-           dedup_order_.front().first + config_.dedup_window <= now) {
+           dedup_order_.front().first + config.dedup_window <= now) {
       auto it = dedup_.find(dedup_order_.front().second);
       if (it != dedup_.end() && it->second.at == dedup_order_.front().first) {
         dedup_.erase(it);
@@ -1832,7 +1858,7 @@ absl::Status Queue::ApplyRetention() {
       batch.DeleteRange(
           storage_->index(), keys::Dedup(id_, 0, ""),
           keys::Dedup(
-              id_, std::max<int64_t>(0, ToUs(now - config_.dedup_window)), ""));
+              id_, std::max<int64_t>(0, ToUs(now - config.dedup_window)), ""));
     }
     for (auto& [gid, g] : groups_) {
       if (uint64_t f = MaybeWriteFloorLocked(*g, now, &batch); f > 0) {

@@ -74,7 +74,13 @@ class Queue : public std::enable_shared_from_this<Queue> {
 
   uint64_t id() const { return id_; }
   const std::string& name() const { return name_; }
-  const QueueConfig& config() const { return config_; }
+  // The configuration in force (a copy: UpdateConfig may change it).
+  QueueConfig config() const;
+  // Persists and applies a new configuration (normalized and checked by the
+  // caller). Callers serialize updates of one queue. What is already
+  // scheduled (lease deadlines, delays of messages sent) does not move; the
+  // rest applies from the next call on.
+  absl::Status UpdateConfig(const QueueConfig& config);
   QueueInfo info() const;
 
   absl::StatusOr<std::vector<uint64_t>> Send(
@@ -202,7 +208,8 @@ class Queue : public std::enable_shared_from_this<Queue> {
     bool pending;   // Its write is in flight.
   };
 
-  absl::Status ValidateSend(absl::Span<const SendEntry> entries) const;
+  static absl::Status ValidateSend(absl::Span<const SendEntry> entries,
+                                   const QueueConfig& config);
   // The copy of `rec` (at `offset`, received `receive_count` times by
   // `group`) that goes to the dead-letter queue.
   MessageRecord DeadLetterOf(MessageRecord rec, uint64_t offset,
@@ -304,7 +311,8 @@ class Queue : public std::enable_shared_from_this<Queue> {
   const uint64_t id_;
   const std::string name_;
   const absl::Time create_time_;
-  const QueueConfig config_;
+  mutable absl::Mutex config_mu_ ABSL_ACQUIRED_AFTER(mu_);
+  QueueConfig config_ ABSL_GUARDED_BY(config_mu_);
 
   mutable absl::Mutex mu_;
   // Signalled when busy entries, writes in flight or an exclusive change

@@ -56,9 +56,9 @@ absl::Status NormalizeQueueConfig(QueueConfig* config) {
   }
   if (config->dedup_window < absl::ZeroDuration() ||
       config->dedup_window > Limits::kMaxDedupWindow) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("dedup_window ", absl::FormatDuration(config->dedup_window),
-                     " is out of range [0, 12h]"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "dedup_window ", absl::FormatDuration(config->dedup_window),
+        " is out of range [0, 12h]"));
   }
   if (config->dedup_window == absl::ZeroDuration()) {
     config->dedup_window = defaults.dedup_window;
