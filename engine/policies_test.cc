@@ -323,11 +323,11 @@ TEST_F(PoliciesTest, ChangeVisibilityAfterAFailureRetriesWithBackOff) {
 
 TEST_F(PoliciesTest, SameKeyIsDeliveredInOrderOneAtATime) {
   Create("q");
-  SendOne("q", Keyed("a1", "a"));
-  SendOne("q", Keyed("a2", "a"));
-  SendOne("q", Keyed("b1", "b"));
+  ASSERT_TRUE(SendOne("q", Keyed("a1", "a")).ok());
+  ASSERT_TRUE(SendOne("q", Keyed("a2", "a")).ok());
+  ASSERT_TRUE(SendOne("q", Keyed("b1", "b")).ok());
   SendBodies("q", {"free"});
-  SendOne("q", Keyed("a3", "a"));
+  ASSERT_TRUE(SendOne("q", Keyed("a3", "a")).ok());
   auto got = Recv("q", 10);
   // Other keys and unkeyed messages are not held back by "a".
   EXPECT_THAT(Bodies(got), ElementsAre("a1", "b1", "free"));
@@ -342,8 +342,8 @@ TEST_F(PoliciesTest, SameKeyIsDeliveredInOrderOneAtATime) {
 
 TEST_F(PoliciesTest, LapsedKeyedLeaseRedeliversThatMessageFirst) {
   Create("q");
-  SendOne("q", Keyed("k1", "k"));
-  SendOne("q", Keyed("k2", "k"));
+  ASSERT_TRUE(SendOne("q", Keyed("k1", "k")).ok());
+  ASSERT_TRUE(SendOne("q", Keyed("k2", "k")).ok());
   auto first = Recv("q", 10, absl::Seconds(5));
   EXPECT_THAT(Bodies(first), ElementsAre("k1"));
   clock_.Advance(absl::Seconds(5));
@@ -361,7 +361,9 @@ TEST_F(PoliciesTest, LapsedKeyedLeaseRedeliversThatMessageFirst) {
 
 TEST_F(PoliciesTest, OrderingSurvivesRestart) {
   Create("q");
-  for (int i = 0; i < 5; ++i) SendOne("q", Keyed(absl::StrCat("k", i), "k"));
+  for (int i = 0; i < 5; ++i) {
+    ASSERT_TRUE(SendOne("q", Keyed(absl::StrCat("k", i), "k")).ok());
+  }
   auto got = Recv("q", 10, absl::Minutes(1));
   ASSERT_THAT(Bodies(got), ElementsAre("k0"));
   ASSERT_TRUE(DeleteOne("q", got[0].receipt_handle).ok());
@@ -384,7 +386,7 @@ TEST_F(PoliciesTest, OrderingSurvivesRestart) {
 
 TEST_F(PoliciesTest, DelayedMessageOfAKeyWaitsForItsTimeWhenItsTurnComes) {
   Create("q");
-  SendOne("q", Keyed("first", "k"));
+  ASSERT_TRUE(SendOne("q", Keyed("first", "k")).ok());
   SendEntry later = Keyed("second", "k");
   later.delay = absl::Seconds(30);
   ASSERT_TRUE(SendOne("q", later).ok());
@@ -400,8 +402,8 @@ TEST_F(PoliciesTest, DelayedMessageOfAKeyWaitsForItsTimeWhenItsTurnComes) {
 
 TEST_F(PoliciesTest, DeadLetteredKeyedMessageLetsTheNextOneGo) {
   CreateWithDlq("q", "dlq", 1);
-  SendOne("q", Keyed("bad", "k"));
-  SendOne("q", Keyed("good", "k"));
+  ASSERT_TRUE(SendOne("q", Keyed("bad", "k")).ok());
+  ASSERT_TRUE(SendOne("q", Keyed("good", "k")).ok());
   ASSERT_THAT(Bodies(ReceiveAndLapse("q")), ElementsAre("bad"));
   EXPECT_THAT(Bodies(Recv("q", 10)), ElementsAre("good"));
   auto dead = Recv("dlq", 10);
