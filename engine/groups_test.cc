@@ -377,6 +377,35 @@ TEST_F(GroupsTest, StorageStaysBoundedAfterManyMessagesPassThrough) {
   EXPECT_THAT(Drain("q", ""), ElementsAre(50000));
 }
 
+// A slow trickle writes a time index entry per message (one a second): once
+// the messages are gone, so are their index entries, and time lookups still
+// find what is retained.
+TEST_F(GroupsTest, TimeIndexShrinksWithTheMessagesItIndexes) {
+  Create("q");
+  ASSERT_TRUE(engine_->CompactStorage().ok());
+  const uint64_t fresh = engine_->GetStorageStats().sst_bytes;
+  constexpr int kRounds = 5000;
+  for (int i = 0; i < kRounds; ++i) {
+    SendN("q", 1);
+    clock_.Advance(absl::Seconds(1));
+    ASSERT_THAT(Drain("q", ""), SizeIs(1));
+  }
+  clock_.Advance(absl::Seconds(1));
+  ASSERT_TRUE(engine_->RunRetention().ok());
+  ASSERT_TRUE(engine_->CompactStorage().ok());
+  // 5,000 index entries take well over 100 KiB.
+  EXPECT_LT(engine_->GetStorageStats().sst_bytes, fresh + 64 * 1024);
+
+  const absl::Time before = clock_.Now();
+  clock_.Advance(absl::Seconds(1));
+  SendN("q", 3);
+  EXPECT_THAT(ReadOffsets("q", LogPosition::Time(before)),
+              ElementsAre(kRounds, kRounds + 1, kRounds + 2));
+  Reopen();
+  EXPECT_THAT(ReadOffsets("q", LogPosition::Time(before)),
+              ElementsAre(kRounds, kRounds + 1, kRounds + 2));
+}
+
 TEST_F(GroupsTest, BadInputIsRejected) {
   using absl::StatusCode;
   Create("q");

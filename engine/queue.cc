@@ -255,21 +255,24 @@ absl::Status Queue::Load() {
       return absl::DataLossError("corrupted delay index key");
     }
     delayed_[offset] = FromUs(static_cast<int64_t>(visible_us));
+    delay_index_max_us_ =
+        std::max(delay_index_max_us_, static_cast<int64_t>(visible_us));
   }
+  // Entries in the past may be left from before the restart.
+  delay_index_dirty_ = true;
 
-  // The last time index entry, and the last enqueue time.
-  {
-    std::unique_ptr<rocksdb::Iterator> it(
-        db->NewIterator(rocksdb::ReadOptions(), storage_->index()));
-    it->SeekForPrev(keys::PrefixSuccessor(keys::TimeIndexPrefix(id_)));
+  // The time index (one entry per 1024 messages or second retained), the
+  // last entry of it, and the last enqueue time.
+  for (RangeIterator it(db, storage_->index(), keys::TimeIndexPrefix(id_),
+                        keys::PrefixSuccessor(keys::TimeIndexPrefix(id_)));
+       it.Valid(); it.Next()) {
     uint64_t qid, t, offset;
-    if (it->Valid() &&
-        keys::ParseTimeIndex(View(it->key()), &qid, &t, &offset) &&
-        qid == id_) {
-      last_index_time_ = last_enqueue_time_ = FromUs(static_cast<int64_t>(t));
-      last_index_offset_ = offset;
+    if (!keys::ParseTimeIndex(it.key(), &qid, &t, &offset)) {
+      return absl::DataLossError("corrupted time index key");
     }
-    if (!it->status().ok()) return FromRocks(it->status(), "load time index");
+    time_index_.emplace_back(static_cast<int64_t>(t), offset);
+    last_index_time_ = last_enqueue_time_ = FromUs(static_cast<int64_t>(t));
+    last_index_offset_ = offset;
   }
 
   // Ordering keys of retained messages, then each group's lanes.
@@ -460,6 +463,8 @@ uint64_t Queue::BeginAppendLocked(std::vector<MessageRecord>* records,
       delayed_[offset] = visible;
       batch->Put(storage_->index(), keys::Delay(id_, ToUs(visible), offset),
                  "");
+      delay_index_dirty_ = true;
+      delay_index_max_us_ = std::max(delay_index_max_us_, ToUs(visible));
     }
     if (!rec.ordering_key.empty()) {
       keyed_[offset] = rec.ordering_key;
@@ -479,6 +484,7 @@ uint64_t Queue::BeginAppendLocked(std::vector<MessageRecord>* records,
       first - last_index_offset_ >= kTimeIndexStep) {
     last_index_time_ = now;
     last_index_offset_ = first;
+    time_index_.emplace_back(ToUs(now), first);
     batch->Put(storage_->index(), keys::TimeIndex(id_, ToUs(now), first), "");
   }
   Counters delta;
@@ -1189,9 +1195,9 @@ uint64_t Queue::MaybeWriteFloorLocked(Group& g, absl::Time now,
   const uint32_t gid = g.state.id();
   batch->Put(storage_->meta(), keys::Group(id_, gid),
              EncodeGroup(RecordOf(g.state)));
-  batch->DeleteRange(storage_->deleted(),
-                     keys::GroupOffset(id_, gid, g.persisted_floor),
-                     keys::GroupOffset(id_, gid, floor));
+  storage_->DeleteRange(batch, storage_->deleted(),
+                        keys::GroupOffset(id_, gid, g.persisted_floor),
+                        keys::GroupOffset(id_, gid, floor));
   g.floor_write_in_flight = true;
   g.last_floor_write = now;
   return floor;
@@ -1238,13 +1244,35 @@ uint64_t Queue::MaybeRemoveLocked(absl::Time now, rocksdb::WriteBatch* batch) {
       now - last_remove_ < kFloorWriteInterval) {
     return 0;
   }
-  batch->DeleteRange(storage_->messages(), keys::Message(id_, physical_floor_),
-                     keys::Message(id_, logical_floor_));
-  batch->DeleteRange(storage_->index(), keys::OrderingKey(id_, 0),
-                     keys::OrderingKey(id_, logical_floor_));
+  // Range deletes are not free (see Storage::DeleteRange): only ranges that
+  // may hold something are deleted.
+  storage_->DeleteRange(batch, storage_->messages(),
+                        keys::Message(id_, physical_floor_),
+                        keys::Message(id_, logical_floor_));
+  if (!keyed_.empty() && keyed_.begin()->first < logical_floor_) {
+    storage_->DeleteRange(batch, storage_->index(), keys::OrderingKey(id_, 0),
+                          keys::OrderingKey(id_, logical_floor_));
+  }
   // Delay index entries in the past are no longer needed.
-  batch->DeleteRange(storage_->index(), keys::Delay(id_, 0, 0),
-                     keys::Delay(id_, ToUs(now), 0));
+  if (delay_index_dirty_) {
+    storage_->DeleteRange(batch, storage_->index(), keys::Delay(id_, 0, 0),
+                          keys::Delay(id_, ToUs(now), 0));
+    if (delay_index_max_us_ < ToUs(now)) delay_index_dirty_ = false;
+  }
+  // Time index entries below the floor, but the last one at or below it:
+  // that one still bounds a lookup of the first retained messages. Should
+  // the write fail, the next removal's range covers them again.
+  size_t drop = 0;
+  while (drop + 1 < time_index_.size() &&
+         time_index_[drop + 1].second <= logical_floor_) {
+    ++drop;
+  }
+  if (drop > 0) {
+    storage_->DeleteRange(batch, storage_->index(), keys::TimeIndex(id_, 0, 0),
+                          keys::TimeIndex(id_, time_index_[drop].first,
+                                          time_index_[drop].second));
+    time_index_.erase(time_index_.begin(), time_index_.begin() + drop);
+  }
   remove_in_flight_ = true;
   last_remove_ = now;
   return logical_floor_;
@@ -1428,16 +1456,17 @@ absl::StatusOr<uint64_t> Queue::Purge() {
     purged = end - gs.delete_floor() - gs.deleted_above_floor() - holes_above;
   }
   rocksdb::WriteBatch batch;
-  batch.DeleteRange(storage_->messages(), keys::QueueBegin(id_),
-                    keys::Message(id_, end));
-  batch.DeleteRange(storage_->leases(), keys::QueueBegin(id_),
-                    keys::QueueEnd(id_));
-  batch.DeleteRange(storage_->deleted(), keys::QueueBegin(id_),
-                    keys::QueueEnd(id_));
+  storage_->DeleteRange(&batch, storage_->messages(), keys::QueueBegin(id_),
+                        keys::Message(id_, end));
+  storage_->DeleteRange(&batch, storage_->leases(), keys::QueueBegin(id_),
+                        keys::QueueEnd(id_));
+  storage_->DeleteRange(&batch, storage_->deleted(), keys::QueueBegin(id_),
+                        keys::QueueEnd(id_));
   for (const std::string& prefix :
-       {keys::DelayPrefix(id_), keys::OrderingKeyPrefix(id_),
-        keys::DedupPrefix(id_)}) {
-    batch.DeleteRange(storage_->index(), prefix, keys::PrefixSuccessor(prefix));
+       {keys::DelayPrefix(id_), keys::TimeIndexPrefix(id_),
+        keys::OrderingKeyPrefix(id_), keys::DedupPrefix(id_)}) {
+    storage_->DeleteRange(&batch, storage_->index(), prefix,
+                          keys::PrefixSuccessor(prefix));
   }
   for (auto& [gid, g] : groups_) {
     GroupRecord rec = RecordOf(g->state);
@@ -1454,6 +1483,7 @@ absl::StatusOr<uint64_t> Queue::Purge() {
     holes_.clear();
     delayed_.clear();
     keyed_.clear();
+    time_index_.clear();
     dedup_.clear();
     dedup_order_.clear();
     floor_marks_.clear();
@@ -1662,7 +1692,7 @@ absl::Status Queue::DeleteGroup(absl::string_view name) {
     const std::string prefix = keys::GroupOffsetPrefix(id_, gid);
     for (rocksdb::ColumnFamilyHandle* cf :
          {storage_->leases(), storage_->deleted()}) {
-      batch.DeleteRange(cf, prefix, keys::PrefixSuccessor(prefix));
+      storage_->DeleteRange(&batch, cf, prefix, keys::PrefixSuccessor(prefix));
     }
     st = storage_->Write(&batch);
     if (st.ok()) {
@@ -1712,7 +1742,7 @@ absl::StatusOr<GroupInfo> Queue::SeekGroup(absl::string_view name,
     const std::string prefix = keys::GroupOffsetPrefix(id_, gid);
     for (rocksdb::ColumnFamilyHandle* cf :
          {storage_->leases(), storage_->deleted()}) {
-      batch.DeleteRange(cf, prefix, keys::PrefixSuccessor(prefix));
+      storage_->DeleteRange(&batch, cf, prefix, keys::PrefixSuccessor(prefix));
     }
     batch.Put(storage_->meta(), keys::Group(id_, gid),
               EncodeGroup(RecordOf(moved)));
@@ -1808,8 +1838,8 @@ absl::Status Queue::ApplyRetention() {
                   EncodeGroup(RecordOf(g->state)));
         for (rocksdb::ColumnFamilyHandle* cf :
              {storage_->leases(), storage_->deleted()}) {
-          batch.DeleteRange(cf, keys::GroupOffset(id_, gid, 0),
-                            keys::GroupOffset(id_, gid, *cutoff));
+          storage_->DeleteRange(&batch, cf, keys::GroupOffset(id_, gid, 0),
+                                keys::GroupOffset(id_, gid, *cutoff));
         }
       }
       for (auto it = delayed_.begin(); it != delayed_.end();) {
@@ -1855,8 +1885,8 @@ absl::Status Queue::ApplyRetention() {
       expired = true;
     }
     if (expired) {
-      batch.DeleteRange(
-          storage_->index(), keys::Dedup(id_, 0, ""),
+      storage_->DeleteRange(
+          &batch, storage_->index(), keys::Dedup(id_, 0, ""),
           keys::Dedup(
               id_, std::max<int64_t>(0, ToUs(now - config.dedup_window)), ""));
     }
@@ -1885,19 +1915,20 @@ absl::Status Queue::Drop(rocksdb::WriteBatch* batch) {
     batch->Delete(storage_->meta(), keys::QueueName(name_));
     batch->Delete(storage_->meta(), keys::Queue(id_));
     batch->Delete(storage_->meta(), keys::NextGroupId(id_));
-    batch->DeleteRange(storage_->meta(), keys::GroupPrefix(id_),
-                       keys::PrefixSuccessor(keys::GroupPrefix(id_)));
-    batch->DeleteRange(storage_->meta(), keys::CountersPrefix(id_),
-                       keys::PrefixSuccessor(keys::CountersPrefix(id_)));
+    storage_->DeleteRange(batch, storage_->meta(), keys::GroupPrefix(id_),
+                          keys::PrefixSuccessor(keys::GroupPrefix(id_)));
+    storage_->DeleteRange(batch, storage_->meta(), keys::CountersPrefix(id_),
+                          keys::PrefixSuccessor(keys::CountersPrefix(id_)));
     for (rocksdb::ColumnFamilyHandle* cf :
          {storage_->messages(), storage_->leases(), storage_->deleted()}) {
-      batch->DeleteRange(cf, keys::QueueBegin(id_), keys::QueueEnd(id_));
+      storage_->DeleteRange(batch, cf, keys::QueueBegin(id_),
+                            keys::QueueEnd(id_));
     }
     for (const std::string& prefix :
          {keys::DelayPrefix(id_), keys::TimeIndexPrefix(id_),
           keys::OrderingKeyPrefix(id_), keys::DedupPrefix(id_)}) {
-      batch->DeleteRange(storage_->index(), prefix,
-                         keys::PrefixSuccessor(prefix));
+      storage_->DeleteRange(batch, storage_->index(), prefix,
+                            keys::PrefixSuccessor(prefix));
     }
     const absl::Status st = storage_->Write(batch);
     ExitExclusiveLocked();

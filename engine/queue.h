@@ -331,6 +331,9 @@ class Queue : public std::enable_shared_from_this<Queue> {
   // The last sparse time index entry written.
   absl::Time last_index_time_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
   uint64_t last_index_offset_ ABSL_GUARDED_BY(mu_) = 0;
+  // The sparse time index entries still stored, (time_us, offset) in order,
+  // so that removal can range-delete those below the floor.
+  std::deque<std::pair<int64_t, uint64_t>> time_index_ ABSL_GUARDED_BY(mu_);
   // Sends being written: first offset -> (end offset, finished).
   std::map<uint64_t, std::pair<uint64_t, bool>> pending_sends_
       ABSL_GUARDED_BY(mu_);
@@ -338,6 +341,10 @@ class Queue : public std::enable_shared_from_this<Queue> {
   absl::btree_set<uint64_t> holes_ ABSL_GUARDED_BY(mu_);
   // Messages not visible yet: offset -> visible at.
   absl::flat_hash_map<uint64_t, absl::Time> delayed_ ABSL_GUARDED_BY(mu_);
+  // Whether the delay index may hold entries whose time has passed, and the
+  // latest time of an entry written.
+  bool delay_index_dirty_ ABSL_GUARDED_BY(mu_) = false;
+  int64_t delay_index_max_us_ ABSL_GUARDED_BY(mu_) = 0;
   // Ordering keys of keyed messages not yet removed.
   absl::btree_map<uint64_t, std::string> keyed_ ABSL_GUARDED_BY(mu_);
   // Dedup ids seen within the dedup window, and the order they expire in.

@@ -115,7 +115,42 @@ Storage::~Storage() {
 }
 
 absl::Status Storage::Write(rocksdb::WriteBatch* batch) {
-  return FromRocks(db_->Write(write_options_, batch), "write");
+  absl::Status s = FromRocks(db_->Write(write_options_, batch), "write");
+  if (s.ok() && range_deletes_due_.load(std::memory_order_relaxed)) {
+    MaybeFlushRangeDeletes();
+  }
+  return s;
+}
+
+void Storage::DeleteRange(rocksdb::WriteBatch* batch,
+                          rocksdb::ColumnFamilyHandle* cf,
+                          const std::string& begin, const std::string& end) {
+  batch->DeleteRange(cf, begin, end);
+  for (size_t i = 0; i < handles_.size() && i < range_deletes_.size(); ++i) {
+    if (handles_[i] != cf) continue;
+    if (range_deletes_[i].fetch_add(1, std::memory_order_relaxed) + 1 >=
+        kRangeDeletesPerFlush) {
+      range_deletes_due_.store(true, std::memory_order_relaxed);
+    }
+    return;
+  }
+}
+
+void Storage::MaybeFlushRangeDeletes() {
+  range_deletes_due_.store(false, std::memory_order_relaxed);
+  for (size_t i = 0; i < handles_.size() && i < range_deletes_.size(); ++i) {
+    int n = range_deletes_[i].load(std::memory_order_relaxed);
+    if (n < kRangeDeletesPerFlush ||
+        !range_deletes_[i].compare_exchange_strong(n, 0)) {
+      continue;
+    }
+    rocksdb::FlushOptions flush;
+    flush.wait = false;
+    flush.allow_write_stall = true;
+    // A failed flush only leaves the tombstones where they are (slower
+    // reads); the data is safe in the WAL either way.
+    db_->Flush(flush, handles_[i]).PermitUncheckedError();
+  }
 }
 
 absl::Status Storage::CompactAll() {

@@ -3,6 +3,8 @@
 #ifndef WEIR_ENGINE_STORAGE_H_
 #define WEIR_ENGINE_STORAGE_H_
 
+#include <array>
+#include <atomic>
 #include <memory>
 #include <string>
 #include <vector>
@@ -36,7 +38,20 @@ class Storage {
 
   // Applies `batch` atomically with the configured durability. Concurrent
   // calls are committed together (one WAL write and fsync for the group).
+  // Afterwards, flushes (without waiting) the memtable of a column family
+  // that has gathered kRangeDeletesPerFlush range deletions.
   absl::Status Write(rocksdb::WriteBatch* batch);
+
+  // Adds the deletion of [begin, end) in `cf` to `batch`, and counts it.
+  // Every read of a memtable fragments all of its range tombstones again
+  // after a new one arrives, so a memtable that gathers thousands of them
+  // (a queue trickling one message a second removes a range a second, and
+  // its memtable may not fill for hours) makes every read slow. Flushing
+  // moves them into a table file, where they are fragmented once.
+  void DeleteRange(rocksdb::WriteBatch* batch, rocksdb::ColumnFamilyHandle* cf,
+                   const std::string& begin, const std::string& end);
+
+  static constexpr int kRangeDeletesPerFlush = 256;
 
   // Flushes memtables and compacts every column family to the bottom level,
   // dropping deleted data. Blocks until done.
@@ -47,10 +62,17 @@ class Storage {
  private:
   Storage() = default;
 
+  // Flushes the column families that have gathered enough range deletes.
+  void MaybeFlushRangeDeletes();
+
   rocksdb::DB* db_ = nullptr;
   // [0] is RocksDB's default column family; the rest as named above.
   std::vector<rocksdb::ColumnFamilyHandle*> handles_;
   rocksdb::WriteOptions write_options_;
+  // Range deletes added per column family (by position in handles_) since
+  // its last flush; range_deletes_due_ is set once one reaches the limit.
+  std::array<std::atomic<int>, 6> range_deletes_{};
+  std::atomic<bool> range_deletes_due_{false};
 };
 
 // Maps a RocksDB status to an absl::Status with the same meaning: no space
