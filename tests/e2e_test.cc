@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "google/protobuf/io/coded_stream.h"
@@ -529,6 +530,74 @@ TEST_F(E2ETest, LongPollWakesUpOnSend) {
   EXPECT_EQ(received.response.messages(0).offset(), offsets[0]);
   EXPECT_LT(waited, absl::Seconds(10))
       << "the long poll did not return soon after the send";
+}
+
+// Hundreds of receivers long-poll one queue at once; the server keeps
+// answering other calls meanwhile, and one batch of sends hands each waiter
+// a message of its own.
+TEST_F(E2ETest, HundredsOfLongPollsWaitAtOnceAndEachGetsOneMessage) {
+  constexpr int kWaiters = 500;
+  const std::string queue = NewQueue("many-polls");
+  struct Poll {
+    grpc::ClientContext context;
+    ReceiveRequest request;
+    weir::v1::ReceiveResponse response;
+    grpc::Status status;
+  };
+  std::vector<std::unique_ptr<Poll>> polls;
+  absl::Mutex mu;
+  int done = 0;
+  std::unique_ptr<weir::v1::Weir::Stub> stub = server().NewStub();
+  for (int i = 0; i < kWaiters; ++i) {
+    auto poll = std::make_unique<Poll>();
+    poll->context.set_deadline(absl::ToChronoTime(
+        absl::Now() + absl::Milliseconds(kMaxWaitTimeMs) + kRpcTimeout));
+    poll->request.set_queue(queue);
+    poll->request.set_max_messages(1);
+    poll->request.set_visibility_timeout_ms(kLongLeaseMs);
+    poll->request.set_wait_time_ms(kMaxWaitTimeMs);
+    Poll* p = poll.get();
+    polls.push_back(std::move(poll));
+    stub->async()->Receive(&p->context, &p->request, &p->response,
+                           [&mu, &done, p](grpc::Status s) {
+                             absl::MutexLock lock(&mu);
+                             p->status = std::move(s);
+                             ++done;
+                           });
+  }
+  // Waiting receivers hold no thread the other calls need.
+  QueueStats stats = Stats(queue);
+  EXPECT_EQ(stats.ready(), 0);
+  std::vector<std::string> bodies;
+  for (int i = 0; i < kWaiters; ++i) bodies.push_back(absl::StrCat("m", i));
+  ASSERT_EQ(SendOk(queue, bodies).size(), kWaiters);
+
+  {
+    absl::MutexLock lock(&mu);
+    const absl::Duration limit =
+        absl::Milliseconds(kMaxWaitTimeMs) + kRpcTimeout * 2;
+    mu.AwaitWithTimeout(absl::Condition(
+                            +[](int* d) { return *d == kWaiters; }, &done),
+                        limit);
+    ASSERT_EQ(done, kWaiters) << "long polls still pending";
+  }
+  // A poll that arrived after the send found a message ready; either way
+  // every message went to exactly one waiter.
+  std::set<uint64_t> offsets;
+  int empty = 0;
+  for (const auto& p : polls) {
+    ASSERT_TRUE(p->status.ok()) << Describe(p->status);
+    if (p->response.messages_size() == 0) {
+      ++empty;
+      continue;
+    }
+    ASSERT_EQ(p->response.messages_size(), 1);
+    EXPECT_TRUE(offsets.insert(p->response.messages(0).offset()).second)
+        << "offset " << p->response.messages(0).offset() << " handed out twice";
+  }
+  EXPECT_EQ(empty, 0);
+  EXPECT_EQ(offsets.size(), kWaiters);
+  EXPECT_EQ(Stats(queue).in_flight(), kWaiters);
 }
 
 TEST_F(E2ETest, LongPollOnAnEmptyQueueTimesOutEmpty) {
