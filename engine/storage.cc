@@ -83,7 +83,13 @@ absl::StatusOr<std::unique_ptr<Storage>> Storage::Open(
   db_options.create_missing_column_families = true;
   if (options.env != nullptr) db_options.env = options.env;
   db_options.max_background_jobs = 2;
-  db_options.enable_pipelined_write = true;
+  // One write group leader writes the WAL and every memtable insert of its
+  // group, and wakes each follower once. Pipelined writes and concurrent
+  // memtable inserts wake followers several times per write: on two cores,
+  // eight concurrent senders then ran at a fifth of one sender's rate
+  // (bench/send_bench BM_SendConcurrent; docs/benchmarks.md).
+  db_options.enable_pipelined_write = false;
+  db_options.allow_concurrent_memtable_write = false;
   db_options.keep_log_file_num = 4;
   db_options.max_total_wal_size = 256 << 20;
   db_options.wal_recovery_mode = rocksdb::WALRecoveryMode::kPointInTimeRecovery;
