@@ -223,6 +223,33 @@ TEST_F(EngineTest, BatchAnswersEntryByEntry) {
   EXPECT_EQ(Stats("q").deleted_total, 2u);
 }
 
+// An entry refused for its timeout takes no part in the batch: a later entry
+// with the same receipt is applied and answered on its own, and an empty
+// receipt is an error, not a no-op.
+TEST_F(EngineTest, ChangeVisibilityBatchAnswersEachEntryOnItsOwn) {
+  Create("q");
+  SendBodies("q", {"a"});
+  auto m = Recv("q", 1, absl::Seconds(30));
+  ASSERT_EQ(m.size(), 1u);
+  const std::string& receipt = m[0].receipt_handle;
+  auto r = engine_->ChangeVisibility(
+      "q", {VisibilityChange{receipt, absl::Hours(13)},
+            VisibilityChange{receipt, absl::Minutes(5)},
+            VisibilityChange{"", absl::Minutes(5)},
+            VisibilityChange{receipt, absl::Hours(-1)}});
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_EQ(r->size(), 4u);
+  EXPECT_EQ((*r)[0].code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE((*r)[1].ok()) << (*r)[1];
+  EXPECT_EQ((*r)[2].code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ((*r)[3].code(), absl::StatusCode::kInvalidArgument);
+  // The 5 minute extension took effect.
+  clock_.Advance(absl::Minutes(1));
+  EXPECT_TRUE(Recv("q").empty());
+  clock_.Advance(absl::Minutes(4));
+  EXPECT_EQ(Recv("q").size(), 1u);
+}
+
 TEST_F(EngineTest, ReceiptOfAnotherQueueIsRejected) {
   Create("a");
   Create("b");

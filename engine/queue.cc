@@ -72,6 +72,7 @@ class RangeIterator {
   }
   bool Valid() const { return it_->Valid(); }
   void Next() { it_->Next(); }
+  void Seek(const std::string& key) { it_->Seek(key); }
   absl::string_view key() const { return View(it_->key()); }
   absl::string_view value() const { return View(it_->value()); }
   absl::Status status(const char* what) const {
@@ -254,7 +255,7 @@ absl::Status Queue::Load() {
     if (!keys::ParseDelay(it.key(), &qid, &visible_us, &offset)) {
       return absl::DataLossError("corrupted delay index key");
     }
-    delayed_[offset] = FromUs(static_cast<int64_t>(visible_us));
+    AddDelayedLocked(offset, FromUs(static_cast<int64_t>(visible_us)));
     delay_index_max_us_ =
         std::max(delay_index_max_us_, static_cast<int64_t>(visible_us));
   }
@@ -347,23 +348,27 @@ absl::Status Queue::RecoverGapsLocked(Group& g) {
     gaps.push_back(o);
   }
   if (gaps.empty()) return absl::OkStatus();
-  std::vector<std::string> key_bufs;
-  key_bufs.reserve(gaps.size());
-  for (uint64_t o : gaps) key_bufs.push_back(keys::Message(id_, o));
-  std::vector<rocksdb::Slice> read_keys(key_bufs.begin(), key_bufs.end());
-  std::vector<std::string> values;
-  std::vector<rocksdb::ColumnFamilyHandle*> cfs(read_keys.size(),
-                                                storage_->messages());
-  std::vector<rocksdb::Status> found =
-      storage_->db()->MultiGet(rocksdb::ReadOptions(), cfs, read_keys, &values);
-  for (size_t i = 0; i < gaps.size(); ++i) {
-    if (found[i].ok()) {
+  // Whether each gap holds a message: one iterator seeking forward, which
+  // looks at keys without copying bodies.
+  RangeIterator it(storage_->db(), storage_->messages(),
+                   keys::Message(id_, gaps.front()),
+                   keys::Message(id_, cursor));
+  for (uint64_t o : gaps) {
+    uint64_t qid = 0, offset = 0;
+    bool at = it.Valid() && keys::ParseMessage(it.key(), &qid, &offset);
+    if (at && offset < o) {
+      it.Seek(keys::Message(id_, o));
+      at = it.Valid() && keys::ParseMessage(it.key(), &qid, &offset);
+    }
+    // A read error must not pass for a missing message.
+    if (absl::Status s = it.status("recover delivery state"); !s.ok()) {
+      return s;
+    }
+    if (at && offset == o) {
       // Passed while delayed, or its lease write failed: deliverable.
-      g.state.AddReady(gaps[i]);
-    } else if (found[i].IsNotFound()) {
-      g.state.MarkGone(gaps[i]);  // A send whose write failed.
+      g.state.AddReady(o);
     } else {
-      return FromRocks(found[i], "recover delivery state");
+      g.state.MarkGone(o);  // A send whose write failed.
     }
   }
   return absl::OkStatus();
@@ -460,7 +465,7 @@ uint64_t Queue::BeginAppendLocked(std::vector<MessageRecord>* records,
       // visible_at_us arrives holding the delay in microseconds.
       const absl::Time visible = now + absl::Microseconds(rec.visible_at_us);
       rec.visible_at_us = ToUs(visible);
-      delayed_[offset] = visible;
+      AddDelayedLocked(offset, visible);
       batch->Put(storage_->index(), keys::Delay(id_, ToUs(visible), offset),
                  "");
       delay_index_dirty_ = true;
@@ -501,7 +506,7 @@ void Queue::FinishAppendLocked(
   if (!ok) {
     for (uint64_t o = first; o < first + n; ++o) {
       holes_.insert(o);
-      delayed_.erase(o);
+      EraseDelayedLocked(o);
       keyed_.erase(o);
     }
   } else {
@@ -522,7 +527,13 @@ void Queue::FinishAppendLocked(
 absl::StatusOr<uint64_t> Queue::BeginAppend(std::vector<MessageRecord>* records,
                                             rocksdb::WriteBatch* batch) {
   absl::MutexLock lock(&mu_);
-  if (absl::Status s = EnterLocked(); !s.ok()) return s;
+  // Unlike EnterLocked, does not wait for an exclusive change: the caller
+  // holds a write in flight on its own queue, and that queue's exclusive
+  // change may be waiting for it while this one waits for a write in flight
+  // on the caller's (a dead letter of A into D while D is redriven into A).
+  // An exclusive change holds mu_ from the moment its writes in flight are
+  // done, so an append that slips in before only makes it wait for one more.
+  if (!closed_.ok()) return closed_;
   return BeginAppendLocked(records, batch);
 }
 
@@ -727,7 +738,7 @@ absl::StatusOr<std::vector<ReceivedMessage>> Queue::ReceiveOnce(
           gs.AddReady(c, d->second);
           continue;
         }
-        delayed_.erase(d);
+        EraseDelayedLocked(c);
       }
       auto [lease, undo] = gs.BeginLease(c, deadline, false);
       picks.push_back({c, lease, undo, Pick::kDeliver});
@@ -1072,6 +1083,29 @@ void Queue::OnGoneLocked(Group& g, uint64_t offset, bool deleted,
   TakeWaiters(g, 1, wake);
 }
 
+void Queue::AddDelayedLocked(uint64_t offset, absl::Time visible) {
+  auto [it, inserted] = delayed_.try_emplace(offset, visible);
+  if (!inserted) {
+    delayed_by_time_.erase({it->second, offset});
+    it->second = visible;
+  }
+  delayed_by_time_.emplace(visible, offset);
+}
+
+void Queue::EraseDelayedLocked(uint64_t offset) {
+  auto it = delayed_.find(offset);
+  if (it == delayed_.end()) return;
+  delayed_by_time_.erase({it->second, offset});
+  delayed_.erase(it);
+}
+
+void Queue::ExpireDelayedLocked(absl::Time now) {
+  while (!delayed_by_time_.empty() && delayed_by_time_.begin()->first <= now) {
+    delayed_.erase(delayed_by_time_.begin()->second);
+    delayed_by_time_.erase(delayed_by_time_.begin());
+  }
+}
+
 void Queue::PromoteLocked(Group& g, uint64_t offset, absl::Time now) {
   auto d = delayed_.find(offset);
   g.state.AddReady(offset, d != delayed_.end() && d->second > now
@@ -1104,6 +1138,8 @@ std::vector<Queue::Change> Queue::ResolveReceiptsLocked(
     if (!busy) break;
     changed_.Wait(&mu_);
   }
+  // The queue may have been dropped or closed meanwhile; the caller checks.
+  if (!closed_.ok()) return {};
 
   std::vector<Change> changes;
   absl::flat_hash_map<std::pair<uint32_t, uint64_t>, size_t> first_seen;
@@ -1173,10 +1209,13 @@ std::vector<Queue::Change> Queue::ResolveReceiptsLocked(
 namespace {
 
 // Gives duplicate receipts in a batch the result of their first occurrence.
+// Empty entries (left out of the batch, with results of their own) are
+// nobody's duplicates.
 void FillDuplicates(absl::Span<const std::string> receipts,
                     std::vector<absl::Status>* results) {
   absl::flat_hash_map<absl::string_view, size_t> first;
   for (size_t i = 0; i < receipts.size(); ++i) {
+    if (receipts[i].empty()) continue;
     auto [it, inserted] = first.try_emplace(receipts[i], i);
     if (!inserted) (*results)[i] = (*results)[it->second];
   }
@@ -1209,11 +1248,16 @@ void Queue::FinishFloorWriteLocked(Group& g, uint64_t floor, bool ok) {
   if (ok) g.persisted_floor = std::max(g.persisted_floor, floor);
 }
 
-void Queue::UpdateLogicalFloorLocked(absl::Time now) {
+uint64_t Queue::MinDeleteFloorLocked() const {
   uint64_t min_floor = next_offset_;
   for (const auto& [gid, g] : groups_) {
     min_floor = std::min(min_floor, g->state.delete_floor());
   }
+  return min_floor;
+}
+
+void Queue::UpdateLogicalFloorLocked(absl::Time now) {
+  const uint64_t min_floor = MinDeleteFloorLocked();
   const absl::Duration keep = config().retention_keep_deleted_for;
   if (keep == absl::ZeroDuration()) {
     logical_floor_ = std::max(logical_floor_, min_floor);
@@ -1257,7 +1301,7 @@ uint64_t Queue::MaybeRemoveLocked(absl::Time now, rocksdb::WriteBatch* batch) {
   if (delay_index_dirty_) {
     storage_->DeleteRange(batch, storage_->index(), keys::Delay(id_, 0, 0),
                           keys::Delay(id_, ToUs(now), 0));
-    if (delay_index_max_us_ < ToUs(now)) delay_index_dirty_ = false;
+    delay_pruned_to_us_ = ToUs(now);
   }
   // Time index entries below the floor, but the last one at or below it:
   // that one still bounds a lookup of the first retained messages. Should
@@ -1281,7 +1325,13 @@ uint64_t Queue::MaybeRemoveLocked(absl::Time now, rocksdb::WriteBatch* batch) {
 void Queue::FinishRemoveLocked(uint64_t floor, bool ok) {
   if (floor == 0) return;
   remove_in_flight_ = false;
+  const int64_t delay_pruned_to = delay_pruned_to_us_;
+  delay_pruned_to_us_ = 0;
   if (!ok) return;
+  // Clean unless a delay entry at or after the pruned time was written.
+  if (delay_pruned_to > 0 && delay_index_max_us_ < delay_pruned_to) {
+    delay_index_dirty_ = false;
+  }
   physical_floor_ = std::max(physical_floor_, floor);
   keyed_.erase(keyed_.begin(), keyed_.lower_bound(physical_floor_));
 }
@@ -1307,6 +1357,7 @@ absl::StatusOr<std::vector<absl::Status>> Queue::DeleteWith(
     absl::MutexLock lock(&mu_);
     if (absl::Status s = EnterLocked(); !s.ok()) return s;
     changes = ResolveReceiptsLocked(receipts, /*deleting=*/true, &results);
+    if (!closed_.ok()) return closed_;
     if (changes.empty()) {
       FillDuplicates(receipts, &results);
       return results;
@@ -1385,12 +1436,14 @@ absl::StatusOr<std::vector<absl::Status>> Queue::ChangeVisibility(
   }
   // Entries with a bad timeout get their error and take no part.
   std::vector<std::string> checked = receipts;
+  std::vector<bool> timeout_ok(changes_in.size(), true);
   for (size_t i = 0; i < changes_in.size(); ++i) {
     absl::Status s =
         ValidateVisibilityTimeout(changes_in[i].visibility_timeout);
     if (!s.ok()) {
       results[i] = s;
       checked[i].clear();
+      timeout_ok[i] = false;
     }
   }
 
@@ -1401,11 +1454,12 @@ absl::StatusOr<std::vector<absl::Status>> Queue::ChangeVisibility(
     if (absl::Status s = EnterLocked(); !s.ok()) return s;
     std::vector<absl::Status> resolved(changes_in.size());
     changes = ResolveReceiptsLocked(checked, /*deleting=*/false, &resolved);
+    if (!closed_.ok()) return closed_;
     for (size_t i = 0; i < changes_in.size(); ++i) {
-      if (!checked[i].empty()) results[i] = resolved[i];
+      if (timeout_ok[i]) results[i] = resolved[i];
     }
     if (changes.empty()) {
-      FillDuplicates(receipts, &results);
+      FillDuplicates(checked, &results);
       return results;
     }
     ++writes_in_flight_;
@@ -1439,7 +1493,7 @@ absl::StatusOr<std::vector<absl::Status>> Queue::ChangeVisibility(
     changed_.SignalAll();
   }
   WakeAll(wake);
-  FillDuplicates(receipts, &results);
+  FillDuplicates(checked, &results);
   return results;
 }
 
@@ -1449,10 +1503,14 @@ absl::StatusOr<uint64_t> Queue::Purge() {
   const uint64_t end = next_offset_;
   uint64_t purged = 0;
   {
-    // Messages the default group has not deleted.
+    // Messages the default group has not deleted. Holes the cursor passed
+    // are counted as deleted already.
     const GroupState& gs = DefaultGroupLocked().state;
-    const uint64_t holes_above =
-        std::distance(holes_.lower_bound(gs.delete_floor()), holes_.end());
+    uint64_t holes_above = 0;
+    for (auto it = holes_.lower_bound(gs.delete_floor()); it != holes_.end();
+         ++it) {
+      if (!gs.IsDeleted(*it)) ++holes_above;
+    }
     purged = end - gs.delete_floor() - gs.deleted_above_floor() - holes_above;
   }
   rocksdb::WriteBatch batch;
@@ -1482,6 +1540,7 @@ absl::StatusOr<uint64_t> Queue::Purge() {
     }
     holes_.clear();
     delayed_.clear();
+    delayed_by_time_.clear();
     keyed_.clear();
     time_index_.clear();
     dedup_.clear();
@@ -1505,8 +1564,9 @@ void Queue::CountFreshLocked(const GroupState& g, absl::Time now,
        ++it) {
     ++holes;
   }
-  for (const auto& [offset, visible] : delayed_) {
-    if (offset >= c && offset < committed_ && visible > now) ++*delayed;
+  for (auto it = delayed_.lower_bound(c);
+       it != delayed_.end() && it->first < committed_; ++it) {
+    if (it->second > now) ++*delayed;
   }
   *ready = committed_ - c - holes - *delayed;
 }
@@ -1842,12 +1902,8 @@ absl::Status Queue::ApplyRetention() {
                                 keys::GroupOffset(id_, gid, *cutoff));
         }
       }
-      for (auto it = delayed_.begin(); it != delayed_.end();) {
-        if (it->first < *cutoff) {
-          delayed_.erase(it++);
-        } else {
-          ++it;
-        }
+      while (!delayed_.empty() && delayed_.begin()->first < *cutoff) {
+        EraseDelayedLocked(delayed_.begin()->first);
       }
       logical_floor_ = *cutoff;
       floor_marks_.clear();
@@ -1871,6 +1927,11 @@ absl::Status Queue::ApplyRetention() {
   {
     absl::MutexLock lock(&mu_);
     if (absl::Status s = EnterLocked(); !s.ok()) return s;
+    // Delays that have passed are no longer tracked: every reader treats a
+    // message without one as visible.
+    ExpireDelayedLocked(now);
+    // Holes below the logical floor matter no more: no cursor goes there.
+    holes_.erase(holes_.begin(), holes_.lower_bound(logical_floor_));
     UpdateLogicalFloorLocked(now);
     removed = MaybeRemoveLocked(now, &batch);
     // Dedup ids past the window are forgotten.
@@ -1957,6 +2018,7 @@ void Queue::TakeWaiters(Group& g, size_t n,
   while (n > 0 && !g.waiters.empty()) {
     std::shared_ptr<QueueWaiter> w = std::move(g.waiters.front());
     g.waiters.pop_front();
+    g.waiters_after_sweep = std::min(g.waiters_after_sweep, g.waiters.size());
     if (w->Parked()) {
       out->push_back(std::move(w));
       --n;
@@ -1972,17 +2034,15 @@ void Queue::TakeAllWaitersLocked(
 void Queue::ScheduleCheckLocked() {
   std::optional<absl::Time> next;
   for (auto& [gid, g] : groups_) {
-    // Drop waiters that left (timed out, cancelled) while nothing happened.
-    if (g->waiters.size() >= 64) {
-      size_t parked = 0;
-      for (const auto& w : g->waiters) parked += w->Parked() ? 1 : 0;
-      if (parked * 2 < g->waiters.size()) {
-        std::deque<std::shared_ptr<QueueWaiter>> keep;
-        for (auto& w : g->waiters) {
-          if (w->Parked()) keep.push_back(std::move(w));
-        }
-        g->waiters.swap(keep);
+    // Drop waiters that left (timed out, cancelled) while nothing happened,
+    // once the list has doubled since it was last swept: amortized O(1).
+    if (g->waiters.size() >= 2 * std::max<size_t>(32, g->waiters_after_sweep)) {
+      std::deque<std::shared_ptr<QueueWaiter>> keep;
+      for (auto& w : g->waiters) {
+        if (w->Parked()) keep.push_back(std::move(w));
       }
+      g->waiters.swap(keep);
+      g->waiters_after_sweep = g->waiters.size();
     }
     if (g->waiters.empty()) continue;
     std::optional<absl::Time> t = g->state.NextDeadline();

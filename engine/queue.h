@@ -160,6 +160,8 @@ class Queue : public std::enable_shared_from_this<Queue> {
     // Totals; `sent` is kept in the default group's.
     Counters counters;
     std::deque<std::shared_ptr<QueueWaiter>> waiters;
+    // waiters.size() after the last sweep of those no longer parked.
+    size_t waiters_after_sweep = 0;
     // Per ordering key, the group's undeleted messages of that key that the
     // cursor has passed, in offset order. Only the first is in `state`
     // (leased or ready); the others wait their turn.
@@ -227,6 +229,11 @@ class Queue : public std::enable_shared_from_this<Queue> {
   // ready now, or once its send delay has passed.
   void PromoteLocked(Group& g, uint64_t offset, absl::Time now)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // delayed_ and delayed_by_time_ together.
+  void AddDelayedLocked(uint64_t offset, absl::Time visible)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void EraseDelayedLocked(uint64_t offset) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void ExpireDelayedLocked(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // After a restart: offsets below a group's cursor that have no lease, no
   // deletion and no lane (a delayed message the cursor passed, a lease
   // write that failed, a send that failed) are made deliverable again, or
@@ -263,6 +270,8 @@ class Queue : public std::enable_shared_from_this<Queue> {
 
   // Resolves receipts to idle leases (waiting for busy ones), marks them busy,
   // and fills `results` for receipts that resolve to nothing to change.
+  // Returns nothing, and marks nothing, when the queue was closed while it
+  // waited (closed_ then says why).
   // `deleting` picks the answer for an already deleted message.
   std::vector<Change> ResolveReceiptsLocked(
       absl::Span<const std::string> receipts, bool deleting,
@@ -276,6 +285,8 @@ class Queue : public std::enable_shared_from_this<Queue> {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void FinishFloorWriteLocked(Group& g, uint64_t floor, bool ok)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The lowest delete floor over all groups.
+  uint64_t MinDeleteFloorLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Moves the logical floor (what replay can still reach) up to what every
   // group has deleted, less what keep_deleted_for still keeps.
   void UpdateLogicalFloorLocked(absl::Time now)
@@ -339,12 +350,17 @@ class Queue : public std::enable_shared_from_this<Queue> {
       ABSL_GUARDED_BY(mu_);
   // Offsets below committed_ whose write failed: they hold no message.
   absl::btree_set<uint64_t> holes_ ABSL_GUARDED_BY(mu_);
-  // Messages not visible yet: offset -> visible at.
-  absl::flat_hash_map<uint64_t, absl::Time> delayed_ ABSL_GUARDED_BY(mu_);
+  // Messages not visible yet: offset -> visible at, and the same by time
+  // (entries whose time has passed are dropped about once a second).
+  absl::btree_map<uint64_t, absl::Time> delayed_ ABSL_GUARDED_BY(mu_);
+  absl::btree_set<std::pair<absl::Time, uint64_t>> delayed_by_time_
+      ABSL_GUARDED_BY(mu_);
   // Whether the delay index may hold entries whose time has passed, and the
   // latest time of an entry written.
   bool delay_index_dirty_ ABSL_GUARDED_BY(mu_) = false;
   int64_t delay_index_max_us_ ABSL_GUARDED_BY(mu_) = 0;
+  // The time the removal in flight prunes the delay index up to; 0: none.
+  int64_t delay_pruned_to_us_ ABSL_GUARDED_BY(mu_) = 0;
   // Ordering keys of keyed messages not yet removed.
   absl::btree_map<uint64_t, std::string> keyed_ ABSL_GUARDED_BY(mu_);
   // Dedup ids seen within the dedup window, and the order they expire in.
