@@ -1,0 +1,130 @@
+#!/usr/bin/env bash
+# weirctl against the real weir_server: the README's example session, a body
+# from stdin, change-visibility, groups and replay, and errors reported as a
+# non-zero exit with the gRPC code.
+#
+#   weirctl_test.sh WEIR_SERVER WEIRCTL
+set -euo pipefail
+
+server_bin="$1"
+weirctl_bin="$2"
+work="$(mktemp -d "${TEST_TMPDIR:-/tmp}/weirctl-test.XXXXXX")"
+failures=0
+server_pid=""
+
+cleanup() {
+  if [[ -n "$server_pid" ]]; then kill -9 "$server_pid" 2>/dev/null || true; fi
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+fail() {
+  echo "FAIL: $*" >&2
+  failures=$((failures + 1))
+}
+
+# expect_eq WHAT GOT WANT
+expect_eq() {
+  if [[ "$2" == "$3" ]]; then
+    echo "ok: $1"
+  else
+    fail "$1: got [$2], want [$3]"
+  fi
+}
+
+"$server_bin" --listen 127.0.0.1:0 --data-dir "$work/data" \
+  --durability async --ready-file "$work/ready" 2>"$work/server.log" &
+server_pid=$!
+# Waits for the ready file (written once the server serves), up to 60 s.
+for _ in $(seq 600); do
+  [[ -s "$work/ready" ]] && break
+  if ! kill -0 "$server_pid" 2>/dev/null; then
+    cat "$work/server.log" >&2
+    echo "FAIL: weir_server exited before serving" >&2
+    exit 1
+  fi
+  sleep 0.1
+done
+[[ -s "$work/ready" ]] || { echo "FAIL: weir_server not ready in 60 s" >&2; exit 1; }
+export WEIR_SERVER="$(cat "$work/ready")"
+weirctl() { "$weirctl_bin" "$@"; }
+# field NAME LINE: the value of the tab-separated NAME=value field of LINE.
+field() { tr '\t' '\n' <<<"$2" | sed -n "s/^$1=//p" | head -n 1; }
+# column NAME: the NAME field of every line of stdin, space-separated.
+column() {
+  local line
+  while IFS= read -r line; do printf '%s ' "$(field "$1" "$line")"; done
+}
+
+# The README's session.
+weirctl create orders --visibility-timeout 30000 >/dev/null ||
+  fail "create orders"
+expect_eq "send prints the offset" \
+  "$(weirctl send orders '{"id": 1}' --attr type=new)" "0"
+expect_eq "send from stdin" "$(printf 'from stdin' | weirctl send orders)" "1"
+received="$(weirctl receive orders -n 10)"
+expect_eq "receive returns both" "$(wc -l <<<"$received" | tr -d ' ')" "2"
+first="$(head -n 1 <<<"$received")"
+second="$(sed -n 2p <<<"$received")"
+expect_eq "offset of the first" "$(field offset "$first")" "0"
+expect_eq "receive count of the first" "$(field receive_count "$first")" "1"
+expect_eq "attribute of the first" "$(field attr:type "$first")" "new"
+[[ "$first" == *'{"id": 1}'* ]] || fail "body missing from [$first]"
+[[ "$second" == *'from stdin'* ]] || fail "stdin body missing from [$second]"
+receipt0="$(field receipt "$first")"
+receipt1="$(field receipt "$second")"
+weirctl delete orders "$receipt0" >/dev/null || fail "delete"
+stats="$(weirctl stats orders)"
+expect_eq "in flight after one delete" \
+  "$(grep '^in_flight=' <<<"$stats")" "in_flight=1"
+expect_eq "deleted total" "$(grep '^deleted_total=' <<<"$stats")" \
+  "deleted_total=1"
+
+# Release the other one: it comes back with its receive count raised, and
+# the old receipt is fenced.
+weirctl change-visibility orders "$receipt1" 0 >/dev/null ||
+  fail "change-visibility 0"
+again="$(weirctl receive orders -n 10)"
+expect_eq "released message comes back" \
+  "$(field offset "$again") $(field receive_count "$again")" "1 2"
+weirctl delete orders "$receipt1" >"$work/out" 2>&1 || true
+grep -q FAILED_PRECONDITION "$work/out" ||
+  fail "a stale receipt was not fenced: $(cat "$work/out")"
+
+# Groups and replay.
+weirctl group-create orders audit --from earliest >/dev/null ||
+  fail "group-create"
+expect_eq "a new group sees every retained message" \
+  "$(weirctl receive orders -n 10 --group audit | column offset)" "1 "
+expect_eq "read replays from an offset" \
+  "$(weirctl read orders --from offset:0 | column offset)" "1 "
+
+# Listing and deleting queues.
+weirctl create other >/dev/null || fail "create other"
+expect_eq "list" "$(weirctl list | column name)" "orders other "
+weirctl delete-queue other >/dev/null || fail "delete-queue"
+
+# Errors: a non-zero exit and the code on stderr.
+if weirctl stats no-such-queue 2>"$work/err"; then
+  fail "stats of an unknown queue succeeded"
+fi
+grep -q NOT_FOUND "$work/err" || fail "no NOT_FOUND in [$(cat "$work/err")]"
+if weirctl create 'bad name!' 2>"$work/err"; then
+  fail "a bad queue name was accepted"
+fi
+grep -q INVALID_ARGUMENT "$work/err" ||
+  fail "no INVALID_ARGUMENT in [$(cat "$work/err")]"
+
+# The server took all of it and still stops cleanly.
+kill -TERM "$server_pid"
+status=0
+wait "$server_pid" || status=$?
+server_pid=""
+expect_eq "weir_server exit status on SIGTERM" "$status" "0"
+
+if ((failures > 0)); then
+  echo "$failures check(s) failed; server log:" >&2
+  cat "$work/server.log" >&2
+  exit 1
+fi
+echo "all weirctl checks passed"
