@@ -96,6 +96,70 @@ grpc::Status CheckHealth(const std::shared_ptr<grpc::Channel>& channel,
   return grpc::Status::OK;
 }
 
+// grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo asked to
+// list the services, through a generic stub (the reflection stubs are not
+// part of the build). Returns the raw bytes of the first response.
+grpc::Status ListServicesByReflection(
+    const std::shared_ptr<grpc::Channel>& channel,
+    std::string* response_bytes) {
+  // ServerReflectionRequest {string list_services = 7;} with an empty value.
+  const std::string request_bytes("\x3a\x00", 2);
+  grpc::Slice slice(request_bytes.data(), request_bytes.size());
+  grpc::ByteBuffer request(&slice, 1);
+
+  grpc::GenericStub stub(channel);
+  grpc::ClientContext context;
+  context.set_deadline(absl::ToChronoTime(absl::Now() + kRpcTimeout));
+  grpc::CompletionQueue queue;
+  std::unique_ptr<grpc::GenericClientAsyncReaderWriter> call = stub.PrepareCall(
+      &context,
+      "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo", &queue);
+  void* tag;
+  bool ok = false;
+  // Each step has its own tag and is awaited before the next.
+  auto step = [&](intptr_t want) {
+    return queue.Next(&tag, &ok) && reinterpret_cast<intptr_t>(tag) == want &&
+           ok;
+  };
+  grpc::ByteBuffer response;
+  grpc::Status status;
+  bool steps_ok = true;
+  call->StartCall(reinterpret_cast<void*>(1));
+  steps_ok = steps_ok && step(1);
+  if (steps_ok) call->Write(request, reinterpret_cast<void*>(2));
+  steps_ok = steps_ok && step(2);
+  if (steps_ok) call->WritesDone(reinterpret_cast<void*>(3));
+  steps_ok = steps_ok && step(3);
+  if (steps_ok) call->Read(&response, reinterpret_cast<void*>(4));
+  steps_ok = steps_ok && step(4);
+  call->Finish(&status, reinterpret_cast<void*>(5));
+  queue.Next(&tag, &ok);
+  queue.Shutdown();
+  while (queue.Next(&tag, &ok)) {
+  }
+  if (!status.ok()) return status;
+  if (!steps_ok) {
+    return grpc::Status(StatusCode::INTERNAL, "reflection stream failed");
+  }
+  std::vector<grpc::Slice> slices;
+  if (!response.Dump(&slices).ok()) {
+    return grpc::Status(StatusCode::INTERNAL, "unreadable reflection response");
+  }
+  response_bytes->clear();
+  for (const grpc::Slice& s : slices) {
+    response_bytes->append(reinterpret_cast<const char*>(s.begin()), s.size());
+  }
+  return grpc::Status::OK;
+}
+
+TEST_F(E2ETest, ReflectionListsTheWeirAndHealthServices) {
+  std::string bytes;
+  grpc::Status status = ListServicesByReflection(server().Channel(), &bytes);
+  ASSERT_TRUE(status.ok()) << Describe(status);
+  EXPECT_NE(bytes.find("weir.v1.Weir"), std::string::npos);
+  EXPECT_NE(bytes.find("grpc.health.v1.Health"), std::string::npos);
+}
+
 TEST_F(E2ETest, HealthCheckAnswersServing) {
   int serving_status = -1;
   grpc::Status status =
