@@ -254,6 +254,34 @@ class Session {
     return 0;
   }
 
+  // Sets the fields of `args` named in `paths` (QueueConfig field names).
+  int UpdateQueue(const CreateArgs& args,
+                  const std::vector<std::string>& paths) {
+    v1::UpdateQueueRequest request;
+    request.set_name(args.queue);
+    v1::QueueConfig* config = request.mutable_config();
+    config->set_visibility_timeout_ms(args.visibility_timeout_ms);
+    config->set_max_message_bytes(args.max_message_bytes);
+    config->set_delay_ms(args.delay_ms);
+    config->set_retention_max_age_ms(args.retention_max_age_ms);
+    config->set_retention_keep_deleted_for_ms(
+        args.retention_keep_deleted_for_ms);
+    config->set_max_receives(args.max_receives);
+    config->set_dead_letter_queue(args.dead_letter_queue);
+    config->set_dedup_window_ms(args.dedup_window_ms);
+    for (const std::string& path : paths) {
+      request.mutable_update_mask()->add_paths(path);
+    }
+    v1::Queue response;
+    grpc::ClientContext context;
+    SetDeadline(context);
+    const grpc::Status status =
+        stub_->UpdateQueue(&context, request, &response);
+    if (!status.ok()) return ReportError(status);
+    std::cout << FormatQueue(response) << "\n";
+    return 0;
+  }
+
   int ListQueues(const std::string& prefix) {
     v1::ListQueuesRequest request;
     request.set_prefix(prefix);
@@ -625,6 +653,56 @@ int Main(int argc, char** argv) {
                          "(0 = server default, 5 min)");
   create_cmd->callback(
       [&] { run = [&](Session& s) { return s.CreateQueue(create); }; });
+
+  CreateArgs update;
+  CLI::App* update_cmd = app.add_subcommand(
+      "update",
+      "Change a queue's configuration; only the options given change");
+  update_cmd->add_option("QUEUE", update.queue, "Queue name")->required();
+  // Option name -> the QueueConfig field it sets.
+  const std::vector<std::pair<CLI::Option*, std::string>> update_fields = {
+      {update_cmd->add_option("--visibility-timeout",
+                              update.visibility_timeout_ms,
+                              "Default lease in ms (0 = server default)"),
+       "visibility_timeout_ms"},
+      {update_cmd->add_option("--max-message-bytes", update.max_message_bytes,
+                              "Largest message in bytes (0 = server default)"),
+       "max_message_bytes"},
+      {update_cmd->add_option("--delay", update.delay_ms,
+                              "Default delay of sent messages in ms"),
+       "delay_ms"},
+      {update_cmd->add_option("--retention-max-age",
+                              update.retention_max_age_ms,
+                              "Remove messages older than this many ms "
+                              "(0 = never)"),
+       "retention_max_age_ms"},
+      {update_cmd->add_option("--keep-deleted-for",
+                              update.retention_keep_deleted_for_ms,
+                              "Keep deleted messages this many ms, for replay"),
+       "retention_keep_deleted_for_ms"},
+      {update_cmd->add_option("--max-receives", update.max_receives,
+                              "Dead-letter after this many deliveries "
+                              "(with --dead-letter-queue; 0 and '' clear it)"),
+       "max_receives"},
+      {update_cmd->add_option("--dead-letter-queue", update.dead_letter_queue,
+                              "Where dead letters go (an existing queue)"),
+       "dead_letter_queue"},
+      {update_cmd->add_option("--dedup-window", update.dedup_window_ms,
+                              "How long a dedup id is remembered, in ms"),
+       "dedup_window_ms"},
+  };
+  update_cmd->callback([&] {
+    run = [&](Session& s) {
+      std::vector<std::string> paths;
+      for (const auto& [option, path] : update_fields) {
+        if (option->count() > 0) paths.push_back(path);
+      }
+      if (paths.empty()) {
+        return ReportInvalidArgument("update: give at least one option");
+      }
+      return s.UpdateQueue(update, paths);
+    };
+  });
 
   std::string prefix;
   CLI::App* list_cmd = app.add_subcommand("list", "List queues");

@@ -1,9 +1,11 @@
 #include "rpc/service.h"
 
 #include <algorithm>
+#include <functional>
 #include <limits>
 #include <memory>
 #include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
@@ -170,6 +172,60 @@ grpc::Status WeirService::GetQueue(grpc::ServerContext*,
                                    const pb::GetQueueRequest* req,
                                    pb::Queue* resp) {
   auto r = engine_->GetQueue(req->name());
+  if (!r.ok()) return ToGrpcStatus(r.status());
+  ToProto(*r, resp);
+  return grpc::Status::OK;
+}
+
+grpc::Status WeirService::UpdateQueue(grpc::ServerContext*,
+                                      const pb::UpdateQueueRequest* req,
+                                      pb::Queue* resp) {
+  if (req->update_mask().paths_size() == 0) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                        "update_mask names no configuration field");
+  }
+  // Each path copies one field of the request's configuration (converted as
+  // by CreateQueue) onto the configuration in force.
+  const QueueConfig given = FromProto(req->config());
+  std::vector<std::function<void(QueueConfig&)>> edits;
+  for (const std::string& path : req->update_mask().paths()) {
+    if (path == "visibility_timeout_ms") {
+      edits.push_back([&](QueueConfig& c) {
+        c.visibility_timeout = given.visibility_timeout;
+      });
+    } else if (path == "max_message_bytes") {
+      edits.push_back([&](QueueConfig& c) {
+        c.max_message_bytes = given.max_message_bytes;
+      });
+    } else if (path == "delay_ms") {
+      edits.push_back([&](QueueConfig& c) { c.delay = given.delay; });
+    } else if (path == "retention_max_age_ms") {
+      edits.push_back([&](QueueConfig& c) {
+        c.retention_max_age = given.retention_max_age;
+      });
+    } else if (path == "retention_keep_deleted_for_ms") {
+      edits.push_back([&](QueueConfig& c) {
+        c.retention_keep_deleted_for = given.retention_keep_deleted_for;
+      });
+    } else if (path == "max_receives") {
+      edits.push_back(
+          [&](QueueConfig& c) { c.max_receives = given.max_receives; });
+    } else if (path == "dead_letter_queue") {
+      edits.push_back([&](QueueConfig& c) {
+        c.dead_letter_queue = given.dead_letter_queue;
+      });
+    } else if (path == "dedup_window_ms") {
+      edits.push_back(
+          [&](QueueConfig& c) { c.dedup_window = given.dedup_window; });
+    } else {
+      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                          absl::StrCat("update_mask path \"", path,
+                                       "\" is not a field of QueueConfig"));
+    }
+  }
+  auto r = engine_->UpdateQueue(req->name(), [&](QueueConfig& c) {
+    for (const auto& edit : edits) edit(c);
+  });
   if (!r.ok()) return ToGrpcStatus(r.status());
   ToProto(*r, resp);
   return grpc::Status::OK;

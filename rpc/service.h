@@ -28,6 +28,9 @@ class WeirService final : public weir::v1::Weir::WithCallbackMethod_Receive<
   grpc::Status GetQueue(grpc::ServerContext* ctx,
                         const weir::v1::GetQueueRequest* req,
                         weir::v1::Queue* resp) override;
+  grpc::Status UpdateQueue(grpc::ServerContext* ctx,
+                           const weir::v1::UpdateQueueRequest* req,
+                           weir::v1::Queue* resp) override;
   grpc::Status ListQueues(grpc::ServerContext* ctx,
                           const weir::v1::ListQueuesRequest* req,
                           weir::v1::ListQueuesResponse* resp) override;
@@ -63,8 +66,7 @@ class WeirService final : public weir::v1::Weir::WithCallbackMethod_Receive<
   grpc::Status SeekGroup(grpc::ServerContext* ctx,
                          const weir::v1::SeekGroupRequest* req,
                          weir::v1::Group* resp) override;
-  grpc::Status Read(grpc::ServerContext* ctx,
-                    const weir::v1::ReadRequest* req,
+  grpc::Status Read(grpc::ServerContext* ctx, const weir::v1::ReadRequest* req,
                     weir::v1::ReadResponse* resp) override;
   grpc::Status Redrive(grpc::ServerContext* ctx,
                        const weir::v1::RedriveRequest* req,

@@ -249,6 +249,69 @@ TEST_F(E2ETest, GetQueueReturnsWhatCreateReturned) {
             created.response.queue().create_time_ms());
 }
 
+TEST_F(E2ETest, UpdateQueueChangesOnlyTheFieldsNamed) {
+  QueueConfig config;
+  config.set_visibility_timeout_ms(30'000);
+  config.set_delay_ms(1'000);
+  const std::string queue = NewQueue("update", config);
+  QueueConfig change;
+  change.set_visibility_timeout_ms(60'000);
+  change.set_delay_ms(5'000);  // Not in the mask: ignored.
+  Reply<weir::v1::Queue> updated =
+      client().UpdateQueue(queue, change, {"visibility_timeout_ms"});
+  ASSERT_TRUE(updated.ok()) << Describe(updated.status);
+  EXPECT_EQ(updated.response.config().visibility_timeout_ms(), 60'000);
+  EXPECT_EQ(updated.response.config().delay_ms(), 1'000);
+  Reply<weir::v1::Queue> got = client().GetQueue(queue);
+  ASSERT_TRUE(got.ok()) << Describe(got.status);
+  EXPECT_EQ(got.response.config().visibility_timeout_ms(), 60'000);
+
+  // The next Receive without a timeout leases for the new default.
+  change.set_delay_ms(0);
+  ASSERT_TRUE(client().UpdateQueue(queue, change, {"delay_ms"}).ok());
+  SendOk(queue, {"m"});
+  const int64_t before_ms = NowUnixMs();
+  Reply<weir::v1::ReceiveResponse> received =
+      client().Receive(queue, 1, std::nullopt, /*wait_time_ms=*/1'000);
+  ASSERT_TRUE(received.ok()) << Describe(received.status);
+  ASSERT_EQ(received.response.messages_size(), 1);
+  EXPECT_GE(received.response.messages(0).lease_deadline_ms(),
+            before_ms + 60'000 - kClockSlackMs);
+}
+
+TEST_F(E2ETest, UpdateQueueRefusesBadInputAndChangesNothing) {
+  const std::string queue = NewQueue("update-bad");
+  QueueConfig change;
+  change.set_visibility_timeout_ms(kMaxVisibilityTimeoutMs + 1);
+  EXPECT_TRUE(HasCode(client().UpdateQueue(queue, change, {}).status,
+                      StatusCode::INVALID_ARGUMENT));
+  EXPECT_TRUE(HasCode(
+      client().UpdateQueue(queue, change, {"visibility_timeout"}).status,
+      StatusCode::INVALID_ARGUMENT));
+  EXPECT_TRUE(HasCode(
+      client().UpdateQueue(queue, change, {"visibility_timeout_ms"}).status,
+      StatusCode::INVALID_ARGUMENT));
+  change.set_dead_letter_queue("no-such-queue");
+  change.set_max_receives(3);
+  EXPECT_TRUE(HasCode(
+      client()
+          .UpdateQueue(queue, change, {"max_receives", "dead_letter_queue"})
+          .status,
+      StatusCode::INVALID_ARGUMENT));
+  EXPECT_TRUE(
+      HasCode(client().UpdateQueue(queue, change, {"max_receives"}).status,
+              StatusCode::INVALID_ARGUMENT));
+  EXPECT_TRUE(HasCode(
+      client().UpdateQueue("no-such-queue", change, {"delay_ms"}).status,
+      StatusCode::NOT_FOUND));
+  Reply<weir::v1::Queue> got = client().GetQueue(queue);
+  ASSERT_TRUE(got.ok()) << Describe(got.status);
+  EXPECT_EQ(got.response.config().visibility_timeout_ms(),
+            kDefaultVisibilityTimeoutMs);
+  EXPECT_EQ(got.response.config().max_receives(), 0);
+  EXPECT_EQ(got.response.config().dead_letter_queue(), "");
+}
+
 TEST_F(E2ETest, ListQueuesFiltersByPrefixAndPages) {
   const std::string prefix = UniqueName("list") + "-";
   std::set<std::string> names;

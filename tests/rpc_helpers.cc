@@ -50,6 +50,17 @@ Reply<weir::v1::Queue> TestClient::GetQueue(const std::string& name) {
   return Call(*stub_, &Weir::Stub::GetQueue, request);
 }
 
+Reply<weir::v1::Queue> TestClient::UpdateQueue(
+    const std::string& name, const weir::v1::QueueConfig& config,
+    const std::vector<std::string>& paths) {
+  weir::v1::UpdateQueueRequest request;
+  request.set_name(name);
+  *request.mutable_config() = config;
+  for (const std::string& p : paths)
+    request.mutable_update_mask()->add_paths(p);
+  return Call(*stub_, &Weir::Stub::UpdateQueue, request);
+}
+
 Reply<weir::v1::ListQueuesResponse> TestClient::ListQueues(
     const weir::v1::ListQueuesRequest& request) {
   return Call(*stub_, &Weir::Stub::ListQueues, request);

@@ -44,6 +44,10 @@ class TestClient {
   Reply<weir::v1::CreateQueueResponse> CreateQueue(
       const std::string& name, const weir::v1::QueueConfig& config = {});
   Reply<weir::v1::Queue> GetQueue(const std::string& name);
+  // UpdateQueue with an update_mask of `paths`.
+  Reply<weir::v1::Queue> UpdateQueue(const std::string& name,
+                                     const weir::v1::QueueConfig& config,
+                                     const std::vector<std::string>& paths);
   Reply<weir::v1::ListQueuesResponse> ListQueues(
       const weir::v1::ListQueuesRequest& request);
   Reply<weir::v1::DeleteQueueResponse> DeleteQueue(const std::string& name);

@@ -99,6 +99,12 @@ expect_eq "a new group sees every retained message" \
 expect_eq "read replays from an offset" \
   "$(weirctl read orders --from offset:0 | column offset)" "1 "
 
+# Changing the configuration: only what is given changes.
+updated="$(weirctl update orders --visibility-timeout 60000)"
+expect_eq "update sets the field" "$(field visibility_timeout_ms "$updated")" \
+  "60000"
+expect_eq "update keeps the rest" "$(field delay_ms "$updated")" "0"
+
 # Listing and deleting queues.
 weirctl create other >/dev/null || fail "create other"
 expect_eq "list" "$(weirctl list | column name)" "orders other "
