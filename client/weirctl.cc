@@ -199,6 +199,19 @@ struct CreateArgs {
   int64_t dedup_window_ms = 0;
 };
 
+v1::QueueConfig ConfigOf(const CreateArgs& args) {
+  v1::QueueConfig config;
+  config.set_visibility_timeout_ms(args.visibility_timeout_ms);
+  config.set_max_message_bytes(args.max_message_bytes);
+  config.set_delay_ms(args.delay_ms);
+  config.set_retention_max_age_ms(args.retention_max_age_ms);
+  config.set_retention_keep_deleted_for_ms(args.retention_keep_deleted_for_ms);
+  config.set_max_receives(args.max_receives);
+  config.set_dead_letter_queue(args.dead_letter_queue);
+  config.set_dedup_window_ms(args.dedup_window_ms);
+  return config;
+}
+
 struct SendArgs {
   std::string queue;
   std::string body;
@@ -231,17 +244,7 @@ class Session {
   int CreateQueue(const CreateArgs& args) {
     v1::CreateQueueRequest request;
     request.set_name(args.queue);
-    request.mutable_config()->set_visibility_timeout_ms(
-        args.visibility_timeout_ms);
-    request.mutable_config()->set_max_message_bytes(args.max_message_bytes);
-    request.mutable_config()->set_delay_ms(args.delay_ms);
-    request.mutable_config()->set_retention_max_age_ms(
-        args.retention_max_age_ms);
-    request.mutable_config()->set_retention_keep_deleted_for_ms(
-        args.retention_keep_deleted_for_ms);
-    request.mutable_config()->set_max_receives(args.max_receives);
-    request.mutable_config()->set_dead_letter_queue(args.dead_letter_queue);
-    request.mutable_config()->set_dedup_window_ms(args.dedup_window_ms);
+    *request.mutable_config() = ConfigOf(args);
     v1::CreateQueueResponse response;
     grpc::ClientContext context;
     SetDeadline(context);
@@ -259,16 +262,7 @@ class Session {
                   const std::vector<std::string>& paths) {
     v1::UpdateQueueRequest request;
     request.set_name(args.queue);
-    v1::QueueConfig* config = request.mutable_config();
-    config->set_visibility_timeout_ms(args.visibility_timeout_ms);
-    config->set_max_message_bytes(args.max_message_bytes);
-    config->set_delay_ms(args.delay_ms);
-    config->set_retention_max_age_ms(args.retention_max_age_ms);
-    config->set_retention_keep_deleted_for_ms(
-        args.retention_keep_deleted_for_ms);
-    config->set_max_receives(args.max_receives);
-    config->set_dead_letter_queue(args.dead_letter_queue);
-    config->set_dedup_window_ms(args.dedup_window_ms);
+    *request.mutable_config() = ConfigOf(args);
     for (const std::string& path : paths) {
       request.mutable_update_mask()->add_paths(path);
     }

@@ -40,6 +40,21 @@ using ::weir::v1::QueueStats;
 using ::weir::v1::ReceiveRequest;
 using ::weir::v1::SendRequest;
 
+grpc::ByteBuffer ToByteBuffer(const std::string& bytes) {
+  grpc::Slice slice(bytes.data(), bytes.size());
+  return grpc::ByteBuffer(&slice, 1);
+}
+
+bool FromByteBuffer(const grpc::ByteBuffer& buffer, std::string* bytes) {
+  std::vector<grpc::Slice> slices;
+  if (!buffer.Dump(&slices).ok()) return false;
+  bytes->clear();
+  for (const grpc::Slice& s : slices) {
+    bytes->append(reinterpret_cast<const char*>(s.begin()), s.size());
+  }
+  return true;
+}
+
 // grpc.health.v1.Health/Check spoken through a generic stub, since the
 // generated health stubs are not part of the build. HealthCheckRequest is
 // {string service = 1}; HealthCheckResponse is {ServingStatus status = 1},
@@ -52,8 +67,7 @@ grpc::Status CheckHealth(const std::shared_ptr<grpc::Channel>& channel,
     request_bytes.push_back(static_cast<char>(service.size()));  // < 128.
     request_bytes += service;
   }
-  grpc::Slice slice(request_bytes.data(), request_bytes.size());
-  grpc::ByteBuffer request(&slice, 1);
+  grpc::ByteBuffer request = ToByteBuffer(request_bytes);
 
   grpc::GenericStub stub(channel);
   grpc::ClientContext context;
@@ -74,13 +88,9 @@ grpc::Status CheckHealth(const std::shared_ptr<grpc::Channel>& channel,
   }
   if (!status.ok()) return status;
 
-  std::vector<grpc::Slice> slices;
-  if (!response.Dump(&slices).ok()) {
-    return grpc::Status(StatusCode::INTERNAL, "unreadable health response");
-  }
   std::string bytes;
-  for (const grpc::Slice& s : slices) {
-    bytes.append(reinterpret_cast<const char*>(s.begin()), s.size());
+  if (!FromByteBuffer(response, &bytes)) {
+    return grpc::Status(StatusCode::INTERNAL, "unreadable health response");
   }
   google::protobuf::io::CodedInputStream in(
       reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size());
@@ -103,9 +113,7 @@ grpc::Status ListServicesByReflection(
     const std::shared_ptr<grpc::Channel>& channel,
     std::string* response_bytes) {
   // ServerReflectionRequest {string list_services = 7;} with an empty value.
-  const std::string request_bytes("\x3a\x00", 2);
-  grpc::Slice slice(request_bytes.data(), request_bytes.size());
-  grpc::ByteBuffer request(&slice, 1);
+  grpc::ByteBuffer request = ToByteBuffer(std::string("\x3a\x00", 2));
 
   grpc::GenericStub stub(channel);
   grpc::ClientContext context;
@@ -141,13 +149,8 @@ grpc::Status ListServicesByReflection(
   if (!steps_ok) {
     return grpc::Status(StatusCode::INTERNAL, "reflection stream failed");
   }
-  std::vector<grpc::Slice> slices;
-  if (!response.Dump(&slices).ok()) {
+  if (!FromByteBuffer(response, response_bytes)) {
     return grpc::Status(StatusCode::INTERNAL, "unreadable reflection response");
-  }
-  response_bytes->clear();
-  for (const grpc::Slice& s : slices) {
-    response_bytes->append(reinterpret_cast<const char*>(s.begin()), s.size());
   }
   return grpc::Status::OK;
 }
