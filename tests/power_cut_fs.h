@@ -1,0 +1,82 @@
+// A RocksDB FileSystem for power-cut tests: it passes everything through to
+// the real file system while remembering, per file, how much of it was
+// synced. PowerCut() makes every later write fail (nothing more is
+// acknowledged), and LoseUnsynced() then cuts every file back to what was
+// synced, as a machine that lost power would find it.
+#ifndef WEIR_TESTS_POWER_CUT_FS_H_
+#define WEIR_TESTS_POWER_CUT_FS_H_
+
+#include <atomic>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/synchronization/mutex.h"
+#include "rocksdb/env.h"
+#include "rocksdb/file_system.h"
+
+namespace weir::test {
+
+// Thread-safe. Files RocksDB opens for writing are tracked from creation;
+// files that existed before are left alone. Directory entries are taken as
+// durable (only file contents are lost).
+class PowerCutFileSystem : public rocksdb::FileSystemWrapper {
+ public:
+  PowerCutFileSystem();
+
+  const char* Name() const override { return "PowerCutFileSystem"; }
+
+  rocksdb::IOStatus NewWritableFile(
+      const std::string& fname, const rocksdb::FileOptions& options,
+      std::unique_ptr<rocksdb::FSWritableFile>* result,
+      rocksdb::IODebugContext* dbg) override;
+  rocksdb::IOStatus ReopenWritableFile(
+      const std::string& fname, const rocksdb::FileOptions& options,
+      std::unique_ptr<rocksdb::FSWritableFile>* result,
+      rocksdb::IODebugContext* dbg) override;
+  rocksdb::IOStatus ReuseWritableFile(
+      const std::string& fname, const std::string& old_fname,
+      const rocksdb::FileOptions& options,
+      std::unique_ptr<rocksdb::FSWritableFile>* result,
+      rocksdb::IODebugContext* dbg) override;
+  rocksdb::IOStatus RenameFile(const std::string& src, const std::string& dst,
+                               const rocksdb::IOOptions& options,
+                               rocksdb::IODebugContext* dbg) override;
+  rocksdb::IOStatus DeleteFile(const std::string& fname,
+                               const rocksdb::IOOptions& options,
+                               rocksdb::IODebugContext* dbg) override;
+
+  // From now on every write, sync and file creation fails with an I/O error.
+  void PowerCut() { cut_.store(true); }
+  bool cut() const { return cut_.load(); }
+
+  // Truncates every tracked file to the bytes it had synced. Call after the
+  // database is closed, before it is opened again (with any Env).
+  absl::Status LoseUnsynced();
+
+  // Called by the tracked files.
+  void Appended(const std::string& fname, uint64_t bytes);
+  void Synced(const std::string& fname);
+  void Truncated(const std::string& fname, uint64_t size);
+
+ private:
+  struct Sizes {
+    uint64_t written = 0;
+    uint64_t synced = 0;
+  };
+
+  rocksdb::IOStatus Track(const std::string& fname, uint64_t existing,
+                          rocksdb::IOStatus s,
+                          std::unique_ptr<rocksdb::FSWritableFile>* result);
+
+  std::atomic<bool> cut_{false};
+  absl::Mutex mu_;
+  std::map<std::string, Sizes> files_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace weir::test
+
+#endif  // WEIR_TESTS_POWER_CUT_FS_H_
