@@ -25,7 +25,7 @@ class TrackedFile : public rocksdb::FSWritableFileOwnerWrapper {
   rocksdb::IOStatus Append(const rocksdb::Slice& data,
                            const rocksdb::IOOptions& options,
                            rocksdb::IODebugContext* dbg) override {
-    if (fs_->cut()) return PoweredOff();
+    if (rocksdb::IOStatus e = fs_->WriteError(); !e.ok()) return e;
     rocksdb::IOStatus s = target()->Append(data, options, dbg);
     if (s.ok()) fs_->Appended(fname_, data.size());
     return s;
@@ -34,7 +34,7 @@ class TrackedFile : public rocksdb::FSWritableFileOwnerWrapper {
                            const rocksdb::IOOptions& options,
                            const rocksdb::DataVerificationInfo& info,
                            rocksdb::IODebugContext* dbg) override {
-    if (fs_->cut()) return PoweredOff();
+    if (rocksdb::IOStatus e = fs_->WriteError(); !e.ok()) return e;
     rocksdb::IOStatus s = target()->Append(data, options, info, dbg);
     if (s.ok()) fs_->Appended(fname_, data.size());
     return s;
@@ -59,19 +59,19 @@ class TrackedFile : public rocksdb::FSWritableFileOwnerWrapper {
   }
   rocksdb::IOStatus Flush(const rocksdb::IOOptions& options,
                           rocksdb::IODebugContext* dbg) override {
-    if (fs_->cut()) return PoweredOff();
+    if (rocksdb::IOStatus e = fs_->WriteError(); !e.ok()) return e;
     return target()->Flush(options, dbg);
   }
   rocksdb::IOStatus Sync(const rocksdb::IOOptions& options,
                          rocksdb::IODebugContext* dbg) override {
-    if (fs_->cut()) return PoweredOff();
+    if (rocksdb::IOStatus e = fs_->WriteError(); !e.ok()) return e;
     rocksdb::IOStatus s = target()->Sync(options, dbg);
     if (s.ok()) fs_->Synced(fname_);
     return s;
   }
   rocksdb::IOStatus Fsync(const rocksdb::IOOptions& options,
                           rocksdb::IODebugContext* dbg) override {
-    if (fs_->cut()) return PoweredOff();
+    if (rocksdb::IOStatus e = fs_->WriteError(); !e.ok()) return e;
     rocksdb::IOStatus s = target()->Fsync(options, dbg);
     if (s.ok()) fs_->Synced(fname_);
     return s;
@@ -100,6 +100,13 @@ class TrackedFile : public rocksdb::FSWritableFileOwnerWrapper {
 
 PowerCutFileSystem::PowerCutFileSystem()
     : FileSystemWrapper(rocksdb::FileSystem::Default()) {}
+
+rocksdb::IOStatus PowerCutFileSystem::WriteError() const {
+  if (cut()) return PoweredOff();
+  if (full_.load()) return rocksdb::IOStatus::NoSpace("disk full (test)");
+  if (io_errors_.load()) return rocksdb::IOStatus::IOError("failing (test)");
+  return rocksdb::IOStatus::OK();
+}
 
 rocksdb::IOStatus PowerCutFileSystem::Track(
     const std::string& fname, uint64_t existing, rocksdb::IOStatus s,

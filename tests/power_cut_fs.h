@@ -51,6 +51,12 @@ class PowerCutFileSystem : public rocksdb::FileSystemWrapper {
 
   // From now on every write, sync and file creation fails with an I/O error.
   void PowerCut() { cut_.store(true); }
+  // While set, writes fail as on a full disk, or with an I/O error; unlike
+  // a cut, this can end.
+  void SetDiskFull(bool full) { full_.store(full); }
+  void SetIoErrors(bool failing) { io_errors_.store(failing); }
+  // The error a write gets now, or OK.
+  rocksdb::IOStatus WriteError() const;
   bool cut() const { return cut_.load(); }
 
   // Truncates every tracked file to the bytes it had synced. Call after the
@@ -73,6 +79,8 @@ class PowerCutFileSystem : public rocksdb::FileSystemWrapper {
                           std::unique_ptr<rocksdb::FSWritableFile>* result);
 
   std::atomic<bool> cut_{false};
+  std::atomic<bool> full_{false};
+  std::atomic<bool> io_errors_{false};
   absl::Mutex mu_;
   std::map<std::string, Sizes> files_ ABSL_GUARDED_BY(mu_);
 };
