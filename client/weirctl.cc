@@ -212,6 +212,41 @@ v1::QueueConfig ConfigOf(const CreateArgs& args) {
   return config;
 }
 
+// Adds the queue configuration options to `cmd` (create and update share
+// them). Returns each option with the QueueConfig field it sets.
+std::vector<std::pair<CLI::Option*, std::string>> AddConfigOptions(
+    CLI::App* cmd, CreateArgs* args) {
+  return {
+      {cmd->add_option("--visibility-timeout", args->visibility_timeout_ms,
+                       "Default lease in ms (0 = server default, 30 s)"),
+       "visibility_timeout_ms"},
+      {cmd->add_option("--max-message-bytes", args->max_message_bytes,
+                       "Largest message in bytes (0 = server default)"),
+       "max_message_bytes"},
+      {cmd->add_option("--delay", args->delay_ms,
+                       "Default delay of sent messages in ms"),
+       "delay_ms"},
+      {cmd->add_option("--retention-max-age", args->retention_max_age_ms,
+                       "Remove messages older than this many ms (0 = never)"),
+       "retention_max_age_ms"},
+      {cmd->add_option(
+           "--keep-deleted-for", args->retention_keep_deleted_for_ms,
+           "Keep messages every group deleted this many ms, for replay"),
+       "retention_keep_deleted_for_ms"},
+      {cmd->add_option("--max-receives", args->max_receives,
+                       "Dead-letter a message after this many deliveries "
+                       "(with --dead-letter-queue; 0 and '' turn it off)"),
+       "max_receives"},
+      {cmd->add_option("--dead-letter-queue", args->dead_letter_queue,
+                       "Where dead letters go (an existing queue)"),
+       "dead_letter_queue"},
+      {cmd->add_option("--dedup-window", args->dedup_window_ms,
+                       "How long a dedup id is remembered, in ms "
+                       "(0 = server default, 5 min)"),
+       "dedup_window_ms"},
+  };
+}
+
 struct SendArgs {
   std::string queue;
   std::string body;
@@ -627,24 +662,7 @@ int Main(int argc, char** argv) {
       "create",
       "Create a queue; succeeds if it exists with the same configuration");
   create_cmd->add_option("QUEUE", create.queue, "Queue name")->required();
-  create_cmd->add_option("--visibility-timeout", create.visibility_timeout_ms,
-                         "Default lease in ms (0 = server default, 30 s)");
-  create_cmd->add_option("--max-message-bytes", create.max_message_bytes,
-                         "Largest message in bytes (0 = server default)");
-  create_cmd->add_option("--delay", create.delay_ms,
-                         "Default delay of sent messages in ms");
-  create_cmd->add_option("--retention-max-age", create.retention_max_age_ms,
-                         "Remove messages older than this many ms (0 = never)");
-  create_cmd->add_option(
-      "--keep-deleted-for", create.retention_keep_deleted_for_ms,
-      "Keep messages every group deleted this many ms, for replay");
-  create_cmd->add_option("--max-receives", create.max_receives,
-                         "Dead-letter a message after this many deliveries");
-  create_cmd->add_option("--dead-letter-queue", create.dead_letter_queue,
-                         "Where dead letters go (an existing queue)");
-  create_cmd->add_option("--dedup-window", create.dedup_window_ms,
-                         "How long a dedup id is remembered, in ms "
-                         "(0 = server default, 5 min)");
+  AddConfigOptions(create_cmd, &create);
   create_cmd->callback(
       [&] { run = [&](Session& s) { return s.CreateQueue(create); }; });
 
@@ -653,38 +671,8 @@ int Main(int argc, char** argv) {
       "update",
       "Change a queue's configuration; only the options given change");
   update_cmd->add_option("QUEUE", update.queue, "Queue name")->required();
-  // Option name -> the QueueConfig field it sets.
-  const std::vector<std::pair<CLI::Option*, std::string>> update_fields = {
-      {update_cmd->add_option("--visibility-timeout",
-                              update.visibility_timeout_ms,
-                              "Default lease in ms (0 = server default)"),
-       "visibility_timeout_ms"},
-      {update_cmd->add_option("--max-message-bytes", update.max_message_bytes,
-                              "Largest message in bytes (0 = server default)"),
-       "max_message_bytes"},
-      {update_cmd->add_option("--delay", update.delay_ms,
-                              "Default delay of sent messages in ms"),
-       "delay_ms"},
-      {update_cmd->add_option("--retention-max-age",
-                              update.retention_max_age_ms,
-                              "Remove messages older than this many ms "
-                              "(0 = never)"),
-       "retention_max_age_ms"},
-      {update_cmd->add_option("--keep-deleted-for",
-                              update.retention_keep_deleted_for_ms,
-                              "Keep deleted messages this many ms, for replay"),
-       "retention_keep_deleted_for_ms"},
-      {update_cmd->add_option("--max-receives", update.max_receives,
-                              "Dead-letter after this many deliveries "
-                              "(with --dead-letter-queue; 0 and '' clear it)"),
-       "max_receives"},
-      {update_cmd->add_option("--dead-letter-queue", update.dead_letter_queue,
-                              "Where dead letters go (an existing queue)"),
-       "dead_letter_queue"},
-      {update_cmd->add_option("--dedup-window", update.dedup_window_ms,
-                              "How long a dedup id is remembered, in ms"),
-       "dedup_window_ms"},
-  };
+  const std::vector<std::pair<CLI::Option*, std::string>> update_fields =
+      AddConfigOptions(update_cmd, &update);
   update_cmd->callback([&] {
     run = [&](Session& s) {
       std::vector<std::string> paths;

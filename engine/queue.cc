@@ -256,11 +256,7 @@ absl::Status Queue::Load() {
       return absl::DataLossError("corrupted delay index key");
     }
     AddDelayedLocked(offset, FromUs(static_cast<int64_t>(visible_us)));
-    delay_index_max_us_ =
-        std::max(delay_index_max_us_, static_cast<int64_t>(visible_us));
   }
-  // Entries in the past may be left from before the restart.
-  delay_index_dirty_ = true;
 
   // The time index (one entry per 1024 messages or second retained), the
   // last entry of it, and the last enqueue time.
@@ -468,8 +464,6 @@ uint64_t Queue::BeginAppendLocked(std::vector<MessageRecord>* records,
       AddDelayedLocked(offset, visible);
       batch->Put(storage_->index(), keys::Delay(id_, ToUs(visible), offset),
                  "");
-      delay_index_dirty_ = true;
-      delay_index_max_us_ = std::max(delay_index_max_us_, ToUs(visible));
     }
     if (!rec.ordering_key.empty()) {
       keyed_[offset] = rec.ordering_key;
@@ -1248,16 +1242,11 @@ void Queue::FinishFloorWriteLocked(Group& g, uint64_t floor, bool ok) {
   if (ok) g.persisted_floor = std::max(g.persisted_floor, floor);
 }
 
-uint64_t Queue::MinDeleteFloorLocked() const {
+void Queue::UpdateLogicalFloorLocked(absl::Time now) {
   uint64_t min_floor = next_offset_;
   for (const auto& [gid, g] : groups_) {
     min_floor = std::min(min_floor, g->state.delete_floor());
   }
-  return min_floor;
-}
-
-void Queue::UpdateLogicalFloorLocked(absl::Time now) {
-  const uint64_t min_floor = MinDeleteFloorLocked();
   const absl::Duration keep = config().retention_keep_deleted_for;
   if (keep == absl::ZeroDuration()) {
     logical_floor_ = std::max(logical_floor_, min_floor);
@@ -1288,21 +1277,18 @@ uint64_t Queue::MaybeRemoveLocked(absl::Time now, rocksdb::WriteBatch* batch) {
       now - last_remove_ < kFloorWriteInterval) {
     return 0;
   }
-  // Range deletes are not free (see Storage::DeleteRange): only ranges that
-  // may hold something are deleted.
   storage_->DeleteRange(batch, storage_->messages(),
                         keys::Message(id_, physical_floor_),
                         keys::Message(id_, logical_floor_));
+  // Range deletes are not free (see Storage::DeleteRange): none when no
+  // keyed message is below the floor.
   if (!keyed_.empty() && keyed_.begin()->first < logical_floor_) {
     storage_->DeleteRange(batch, storage_->index(), keys::OrderingKey(id_, 0),
                           keys::OrderingKey(id_, logical_floor_));
   }
   // Delay index entries in the past are no longer needed.
-  if (delay_index_dirty_) {
-    storage_->DeleteRange(batch, storage_->index(), keys::Delay(id_, 0, 0),
-                          keys::Delay(id_, ToUs(now), 0));
-    delay_pruned_to_us_ = ToUs(now);
-  }
+  storage_->DeleteRange(batch, storage_->index(), keys::Delay(id_, 0, 0),
+                        keys::Delay(id_, ToUs(now), 0));
   // Time index entries below the floor, but the last one at or below it:
   // that one still bounds a lookup of the first retained messages. Should
   // the write fail, the next removal's range covers them again.
@@ -1325,13 +1311,7 @@ uint64_t Queue::MaybeRemoveLocked(absl::Time now, rocksdb::WriteBatch* batch) {
 void Queue::FinishRemoveLocked(uint64_t floor, bool ok) {
   if (floor == 0) return;
   remove_in_flight_ = false;
-  const int64_t delay_pruned_to = delay_pruned_to_us_;
-  delay_pruned_to_us_ = 0;
   if (!ok) return;
-  // Clean unless a delay entry at or after the pruned time was written.
-  if (delay_pruned_to > 0 && delay_index_max_us_ < delay_pruned_to) {
-    delay_index_dirty_ = false;
-  }
   physical_floor_ = std::max(physical_floor_, floor);
   keyed_.erase(keyed_.begin(), keyed_.lower_bound(physical_floor_));
 }

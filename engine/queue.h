@@ -285,8 +285,6 @@ class Queue : public std::enable_shared_from_this<Queue> {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void FinishFloorWriteLocked(Group& g, uint64_t floor, bool ok)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // The lowest delete floor over all groups.
-  uint64_t MinDeleteFloorLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Moves the logical floor (what replay can still reach) up to what every
   // group has deleted, less what keep_deleted_for still keeps.
   void UpdateLogicalFloorLocked(absl::Time now)
@@ -355,12 +353,6 @@ class Queue : public std::enable_shared_from_this<Queue> {
   absl::btree_map<uint64_t, absl::Time> delayed_ ABSL_GUARDED_BY(mu_);
   absl::btree_set<std::pair<absl::Time, uint64_t>> delayed_by_time_
       ABSL_GUARDED_BY(mu_);
-  // Whether the delay index may hold entries whose time has passed, and the
-  // latest time of an entry written.
-  bool delay_index_dirty_ ABSL_GUARDED_BY(mu_) = false;
-  int64_t delay_index_max_us_ ABSL_GUARDED_BY(mu_) = 0;
-  // The time the removal in flight prunes the delay index up to; 0: none.
-  int64_t delay_pruned_to_us_ ABSL_GUARDED_BY(mu_) = 0;
   // Ordering keys of keyed messages not yet removed.
   absl::btree_map<uint64_t, std::string> keyed_ ABSL_GUARDED_BY(mu_);
   // Dedup ids seen within the dedup window, and the order they expire in.

@@ -1,7 +1,6 @@
 #include "rpc/service.h"
 
 #include <algorithm>
-#include <functional>
 #include <limits>
 #include <memory>
 #include <utility>
@@ -177,6 +176,43 @@ grpc::Status WeirService::GetQueue(grpc::ServerContext*,
   return grpc::Status::OK;
 }
 
+// The QueueConfig fields UpdateQueue's mask may name, each with how to copy
+// that field from one engine configuration onto another.
+struct ConfigField {
+  const char* path;
+  void (*copy)(const QueueConfig& from, QueueConfig& to);
+};
+constexpr ConfigField kConfigFields[] = {
+    {"visibility_timeout_ms",
+     [](const QueueConfig& f, QueueConfig& t) {
+       t.visibility_timeout = f.visibility_timeout;
+     }},
+    {"max_message_bytes",
+     [](const QueueConfig& f, QueueConfig& t) {
+       t.max_message_bytes = f.max_message_bytes;
+     }},
+    {"delay_ms",
+     [](const QueueConfig& f, QueueConfig& t) { t.delay = f.delay; }},
+    {"retention_max_age_ms",
+     [](const QueueConfig& f, QueueConfig& t) {
+       t.retention_max_age = f.retention_max_age;
+     }},
+    {"retention_keep_deleted_for_ms",
+     [](const QueueConfig& f, QueueConfig& t) {
+       t.retention_keep_deleted_for = f.retention_keep_deleted_for;
+     }},
+    {"max_receives", [](const QueueConfig& f,
+                        QueueConfig& t) { t.max_receives = f.max_receives; }},
+    {"dead_letter_queue",
+     [](const QueueConfig& f, QueueConfig& t) {
+       t.dead_letter_queue = f.dead_letter_queue;
+     }},
+    {"dedup_window_ms",
+     [](const QueueConfig& f, QueueConfig& t) {
+       t.dedup_window = f.dedup_window;
+     }},
+};
+
 grpc::Status WeirService::UpdateQueue(grpc::ServerContext*,
                                       const pb::UpdateQueueRequest* req,
                                       pb::Queue* resp) {
@@ -184,47 +220,23 @@ grpc::Status WeirService::UpdateQueue(grpc::ServerContext*,
     return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
                         "update_mask names no configuration field");
   }
-  // Each path copies one field of the request's configuration (converted as
-  // by CreateQueue) onto the configuration in force.
-  const QueueConfig given = FromProto(req->config());
-  std::vector<std::function<void(QueueConfig&)>> edits;
+  std::vector<const ConfigField*> fields;
   for (const std::string& path : req->update_mask().paths()) {
-    if (path == "visibility_timeout_ms") {
-      edits.push_back([&](QueueConfig& c) {
-        c.visibility_timeout = given.visibility_timeout;
-      });
-    } else if (path == "max_message_bytes") {
-      edits.push_back([&](QueueConfig& c) {
-        c.max_message_bytes = given.max_message_bytes;
-      });
-    } else if (path == "delay_ms") {
-      edits.push_back([&](QueueConfig& c) { c.delay = given.delay; });
-    } else if (path == "retention_max_age_ms") {
-      edits.push_back([&](QueueConfig& c) {
-        c.retention_max_age = given.retention_max_age;
-      });
-    } else if (path == "retention_keep_deleted_for_ms") {
-      edits.push_back([&](QueueConfig& c) {
-        c.retention_keep_deleted_for = given.retention_keep_deleted_for;
-      });
-    } else if (path == "max_receives") {
-      edits.push_back(
-          [&](QueueConfig& c) { c.max_receives = given.max_receives; });
-    } else if (path == "dead_letter_queue") {
-      edits.push_back([&](QueueConfig& c) {
-        c.dead_letter_queue = given.dead_letter_queue;
-      });
-    } else if (path == "dedup_window_ms") {
-      edits.push_back(
-          [&](QueueConfig& c) { c.dedup_window = given.dedup_window; });
-    } else {
+    const ConfigField* field = nullptr;
+    for (const ConfigField& f : kConfigFields) {
+      if (path == f.path) field = &f;
+    }
+    if (field == nullptr) {
       return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
                           absl::StrCat("update_mask path \"", path,
                                        "\" is not a field of QueueConfig"));
     }
+    fields.push_back(field);
   }
+  // Converted as by CreateQueue; only the named fields are copied.
+  const QueueConfig given = FromProto(req->config());
   auto r = engine_->UpdateQueue(req->name(), [&](QueueConfig& c) {
-    for (const auto& edit : edits) edit(c);
+    for (const ConfigField* f : fields) f->copy(given, c);
   });
   if (!r.ok()) return ToGrpcStatus(r.status());
   ToProto(*r, resp);

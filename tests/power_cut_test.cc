@@ -42,6 +42,30 @@ std::string NewDir() {
   return templ;
 }
 
+// An engine on a PowerCutFileSystem, with queue kQueue created.
+struct FaultyEngine {
+  std::shared_ptr<PowerCutFileSystem> fs =
+      std::make_shared<PowerCutFileSystem>();
+  std::unique_ptr<rocksdb::Env> env = rocksdb::NewCompositeEnv(fs);
+  std::unique_ptr<Engine> engine;
+};
+
+FaultyEngine OpenFaulty(const std::string& dir, Clock* clock,
+                        Durability durability = Durability::kSync) {
+  FaultyEngine f;
+  EngineOptions options;
+  options.durability = durability;
+  options.clock = clock;
+  options.env = f.env.get();
+  absl::StatusOr<std::unique_ptr<Engine>> engine = Engine::Open(options, dir);
+  EXPECT_TRUE(engine.ok()) << engine.status();
+  if (!engine.ok()) return f;
+  absl::Status created = (*engine)->CreateQueue(kQueue, QueueConfig()).status();
+  EXPECT_TRUE(created.ok()) << created;
+  if (created.ok()) f.engine = std::move(*engine);
+  return f;
+}
+
 // What the engine acknowledged before the cut.
 struct Acked {
   absl::Mutex mu;
@@ -57,16 +81,9 @@ class PowerCutTest : public ::testing::Test {
   // kSendsBeforeCut sends are acknowledged, cuts the power, closes the
   // engine and drops what was not synced.
   void RunUntilPowerCut(Durability durability) {
-    auto fs = std::make_shared<PowerCutFileSystem>();
-    std::unique_ptr<rocksdb::Env> env = rocksdb::NewCompositeEnv(fs);
-    EngineOptions options;
-    options.durability = durability;
-    options.clock = &clock_;
-    options.env = env.get();
-    absl::StatusOr<std::unique_ptr<Engine>> engine =
-        Engine::Open(options, dir_);
-    ASSERT_TRUE(engine.ok()) << engine.status();
-    ASSERT_TRUE((*engine)->CreateQueue(kQueue, QueueConfig()).ok());
+    FaultyEngine f = OpenFaulty(dir_, &clock_, durability);
+    ASSERT_NE(f.engine, nullptr);
+    Engine* engine = f.engine.get();
 
     std::vector<std::thread> threads;
     for (int t = 0; t < kSenders; ++t) {
@@ -78,7 +95,7 @@ class PowerCutTest : public ::testing::Test {
                 SendEntry{absl::StrCat("m-", t, "-", i, "-", j), {}, {}});
           }
           absl::StatusOr<std::vector<uint64_t>> offsets =
-              (*engine)->Send(kQueue, batch);
+              engine->Send(kQueue, batch);
           if (!offsets.ok()) return;  // The power is off.
           absl::MutexLock lock(&acked_.mu);
           for (size_t j = 0; j < batch.size(); ++j) {
@@ -94,7 +111,7 @@ class PowerCutTest : public ::testing::Test {
       ro.visibility_timeout = kLease;
       for (;;) {
         absl::StatusOr<std::vector<ReceivedMessage>> got =
-            (*engine)->Receive(kQueue, ro);
+            engine->Receive(kQueue, ro);
         if (!got.ok()) return;
         std::vector<std::string> receipts;
         std::vector<uint64_t> deleting;
@@ -110,7 +127,7 @@ class PowerCutTest : public ::testing::Test {
         }
         if (receipts.empty()) continue;
         absl::StatusOr<std::vector<absl::Status>> r =
-            (*engine)->Delete(kQueue, receipts);
+            engine->Delete(kQueue, receipts);
         if (!r.ok()) return;
         absl::MutexLock lock(&acked_.mu);
         for (size_t i = 0; i < deleting.size(); ++i) {
@@ -130,10 +147,10 @@ class PowerCutTest : public ::testing::Test {
           },
           &acked_));
     }
-    fs->PowerCut();
+    f.fs->PowerCut();
     for (std::thread& t : threads) t.join();
-    engine->reset();  // Writes nothing more: the power is off.
-    ASSERT_TRUE(fs->LoseUnsynced().ok());
+    f.engine.reset();  // Writes nothing more: the power is off.
+    ASSERT_TRUE(f.fs->LoseUnsynced().ok());
   }
 
   // Opens the engine again on the real file system.
@@ -236,25 +253,6 @@ TEST_F(PowerCutTest, AsyncModeLosesAcknowledgedWritesSoTheHarnessCanTell) {
   EXPECT_LT(kept, acked_.sent.size());
 }
 
-// The engine on a PowerCutFileSystem, for write-error tests.
-struct FaultyEngine {
-  std::shared_ptr<PowerCutFileSystem> fs =
-      std::make_shared<PowerCutFileSystem>();
-  std::unique_ptr<rocksdb::Env> env = rocksdb::NewCompositeEnv(fs);
-  std::unique_ptr<Engine> engine;
-};
-
-FaultyEngine OpenFaulty(const std::string& dir, Clock* clock) {
-  FaultyEngine f;
-  EngineOptions options;
-  options.clock = clock;
-  options.env = f.env.get();
-  absl::StatusOr<std::unique_ptr<Engine>> engine = Engine::Open(options, dir);
-  EXPECT_TRUE(engine.ok()) << engine.status();
-  if (engine.ok()) f.engine = std::move(*engine);
-  return f;
-}
-
 absl::StatusOr<std::vector<uint64_t>> SendBody(Engine& engine,
                                                const std::string& body) {
   return engine.Send(kQueue, {SendEntry{body, {}, {}}});
@@ -272,7 +270,6 @@ std::vector<std::string> Bodies(const std::map<uint64_t, ReceivedMessage>& m) {
 TEST_F(PowerCutTest, WritesResumeOnceTheDiskHasSpaceAgain) {
   FaultyEngine f = OpenFaulty(dir_, &clock_);
   ASSERT_NE(f.engine, nullptr);
-  ASSERT_TRUE(f.engine->CreateQueue(kQueue, QueueConfig()).ok());
   ASSERT_TRUE(SendBody(*f.engine, "before").ok());
 
   f.fs->SetDiskFull(true);
@@ -301,7 +298,6 @@ TEST_F(PowerCutTest, AWriteErrorLosesNothingAcknowledgedAcrossARestart) {
   {
     FaultyEngine f = OpenFaulty(dir_, &clock_);
     ASSERT_NE(f.engine, nullptr);
-    ASSERT_TRUE(f.engine->CreateQueue(kQueue, QueueConfig()).ok());
     ASSERT_TRUE(SendBody(*f.engine, "before").ok());
     f.fs->SetIoErrors(true);
     EXPECT_EQ(SendBody(*f.engine, "while failing").status().code(),
