@@ -11,6 +11,7 @@
 #include "engine/key_codec.h"
 #include "engine/queue.h"
 #include "engine/storage.h"
+#include "engine/subscription.h"
 #include "rocksdb/iterator.h"
 
 namespace weir {
@@ -155,6 +156,29 @@ class PendingReceive : public QueueWaiter,
   bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
 };
 
+// The caller's end of a subscription: closing it (or dropping it) stops the
+// core, which may live on a little in queued engine tasks.
+class SubscriptionHandle : public Subscription {
+ public:
+  explicit SubscriptionHandle(std::shared_ptr<SubscriptionCore> core)
+      : core_(std::move(core)) {}
+  ~SubscriptionHandle() override { core_->Close(nullptr); }
+
+  absl::Status AddCredit(int64_t n) override { return core_->AddCredit(n); }
+  void DeliveryDone() override { core_->DeliveryDone(); }
+  void Apply(
+      SubscriptionOps ops,
+      std::function<void(absl::StatusOr<SubscriptionAck>)> done) override {
+    core_->Apply(std::move(ops), std::move(done));
+  }
+  void Close(std::function<void()> closed) override {
+    core_->Close(std::move(closed));
+  }
+
+ private:
+  const std::shared_ptr<SubscriptionCore> core_;
+};
+
 class EngineImpl : public Engine {
  public:
   EngineImpl(const EngineOptions& options, std::unique_ptr<Storage> storage)
@@ -172,6 +196,15 @@ class EngineImpl : public Engine {
 
   void BeginShutdown() override {
     closing_ = true;
+    // Subscriptions first, while their queues still take the releases.
+    std::vector<std::weak_ptr<SubscriptionCore>> subscriptions;
+    {
+      absl::MutexLock lock(&subscriptions_mu_);
+      subscriptions.swap(subscriptions_);
+    }
+    for (auto& weak : subscriptions) {
+      if (std::shared_ptr<SubscriptionCore> sub = weak.lock()) sub->Shutdown();
+    }
     std::vector<std::shared_ptr<Queue>> queues;
     {
       absl::MutexLock lock(&mu_);
@@ -461,6 +494,46 @@ class EngineImpl : public Engine {
     return pending;
   }
 
+  absl::StatusOr<std::unique_ptr<Subscription>> Subscribe(
+      absl::string_view queue, const SubscribeOptions& options,
+      SubscriptionCallback deliver) override {
+    std::shared_ptr<Queue> q = Find(queue);
+    if (q == nullptr) return QueueNotFound(queue);
+    if (options.visibility_timeout.has_value() &&
+        (*options.visibility_timeout <= absl::ZeroDuration() ||
+         *options.visibility_timeout > Limits::kMaxVisibilityTimeout)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("visibility timeout ",
+                       absl::FormatDuration(*options.visibility_timeout),
+                       " is out of range (0, 12h]"));
+    }
+    if (absl::Status s = q->CheckGroup(options.group); !s.ok()) return s;
+    ReceiveOptions receive;
+    receive.group = options.group;
+    receive.visibility_timeout = options.visibility_timeout;
+    auto core = std::make_shared<SubscriptionCore>(
+        q, std::move(receive), dispatcher_.get(), clock_, std::move(deliver));
+    {
+      absl::MutexLock lock(&subscriptions_mu_);
+      if (closing_.load()) {
+        return absl::UnavailableError("the server is shutting down");
+      }
+      // Forget closed ones once the list has doubled: amortized O(1).
+      if (subscriptions_.size() >= subscriptions_prune_at_) {
+        std::vector<std::weak_ptr<SubscriptionCore>> live;
+        for (auto& weak : subscriptions_) {
+          std::shared_ptr<SubscriptionCore> sub = weak.lock();
+          if (sub != nullptr && !sub->closed()) live.push_back(weak);
+        }
+        subscriptions_.swap(live);
+        subscriptions_prune_at_ =
+            std::max<size_t>(64, 2 * subscriptions_.size());
+      }
+      subscriptions_.push_back(core);
+    }
+    return std::make_unique<SubscriptionHandle>(std::move(core));
+  }
+
   absl::StatusOr<std::vector<absl::Status>> Delete(
       absl::string_view queue,
       absl::Span<const std::string> receipts) override {
@@ -540,6 +613,10 @@ class EngineImpl : public Engine {
   std::unique_ptr<Dispatcher> dispatcher_;
 
   std::atomic<bool> closing_{false};
+  absl::Mutex subscriptions_mu_;
+  std::vector<std::weak_ptr<SubscriptionCore>> subscriptions_
+      ABSL_GUARDED_BY(subscriptions_mu_);
+  size_t subscriptions_prune_at_ ABSL_GUARDED_BY(subscriptions_mu_) = 64;
   absl::Mutex mu_;
   absl::btree_map<std::string, std::shared_ptr<Queue>, std::less<>> queues_
       ABSL_GUARDED_BY(mu_);

@@ -178,6 +178,82 @@ class ReceiveWaiter {
 using ReceiveCallback =
     std::function<void(absl::StatusOr<std::vector<ReceivedMessage>>)>;
 
+struct SubscribeOptions {
+  // The consumer group; empty for the default group.
+  std::string group;
+  // Lease duration of delivered messages. Unset: the queue's visibility
+  // timeout. (0, 12 h].
+  std::optional<absl::Duration> visibility_timeout;
+};
+
+// What a subscriber asks for in one go: deletes, then lease extensions, then
+// releases, applied in that order.
+struct SubscriptionOps {
+  std::vector<std::string> deletes;
+  // Each lease gets its visibility_timeout (> 0) from now and stays the
+  // subscription's.
+  std::vector<VisibilityChange> extends;
+  // Each message becomes ready after its visibility_timeout (0: at once)
+  // and is no longer the subscription's.
+  std::vector<VisibilityChange> releases;
+};
+
+// Per-entry outcomes of SubscriptionOps, as for Delete and ChangeVisibility.
+struct SubscriptionAck {
+  std::vector<absl::Status> deletes;
+  std::vector<absl::Status> extends;
+  std::vector<absl::Status> releases;
+};
+
+// Called with each batch a subscription leases (never empty, oldest first),
+// or once with an error after which nothing more is delivered: NOT_FOUND
+// when the queue or group is deleted, UNAVAILABLE when the engine shuts down
+// or storage fails.
+using SubscriptionCallback =
+    std::function<void(absl::StatusOr<std::vector<ReceivedMessage>>)>;
+
+// A push consumer of one queue group (Engine::Subscribe). It leases messages
+// as soon as they are ready, never more than the credit it was given, and
+// hands them to its callback one batch at a time: the next batch comes only
+// after DeliveryDone, so a slow transport holds at most one batch. It
+// remembers the leases it handed out until they are deleted or released, and
+// releases the rest when it is closed, so other consumers get them at once.
+// Callbacks run on engine threads and never after the closed callback of
+// Close: deliveries one at a time, Apply's callbacks one at a time in order,
+// but a delivery and an Apply callback may run at the same time. A
+// Subscription must be destroyed before its Engine. Thread-safe.
+class Subscription {
+ public:
+  // Most credit outstanding at once.
+  static constexpr int64_t kMaxCredit = 10000;
+  // Most messages in one delivered batch.
+  static constexpr int kMaxBatch = 100;
+
+  // Closes without waiting (as Close with no callback).
+  virtual ~Subscription() = default;
+
+  // Allows `n` more messages to be delivered. INVALID_ARGUMENT (credit
+  // unchanged) if n < 0 or the credit outstanding would exceed kMaxCredit.
+  virtual absl::Status AddCredit(int64_t n) = 0;
+  // The transport has handed on the last delivered batch: the next may come.
+  virtual void DeliveryDone() = 0;
+  // Applies `ops` on an engine thread, after every earlier Apply, and calls
+  // `done` with the outcomes (or with a whole-call error such as NOT_FOUND
+  // when the queue is gone). INVALID_ARGUMENT at once when `ops` holds more
+  // than 1000 entries in all. Ops applied before Close are carried out even
+  // if the subscription is closed meanwhile; `done` then does not run.
+  virtual void Apply(
+      SubscriptionOps ops,
+      std::function<void(absl::StatusOr<SubscriptionAck>)> done) = 0;
+  // Stops delivering and releases every lease still held (after the ops
+  // already applied), without blocking. `closed` (may be empty) runs once no
+  // callback of this subscription is running and none will run again: at
+  // once on this thread, or on the thread of the last callback. Later calls
+  // only wait (their `closed` runs likewise). Must not be called from this
+  // subscription's own callbacks.
+  virtual void Close(std::function<void()> closed) = 0;
+};
+
 // Status codes, for every call: NOT_FOUND for an unknown queue,
 // INVALID_ARGUMENT for bad input (nothing is changed), UNAVAILABLE or
 // RESOURCE_EXHAUSTED when storage fails to write (nothing acknowledged is
@@ -295,6 +371,15 @@ class Engine {
   virtual std::shared_ptr<ReceiveWaiter> ReceiveAsync(
       absl::string_view queue, const ReceiveOptions& options,
       absl::Duration wait, ReceiveCallback done) = 0;
+
+  // Starts a push consumer of `queue`'s group options.group (see
+  // Subscription): NOT_FOUND for an unknown queue or group, INVALID_ARGUMENT
+  // for a bad visibility timeout. It delivers nothing until given credit.
+  // BeginShutdown releases the leases of every open subscription and ends
+  // it with UNAVAILABLE.
+  virtual absl::StatusOr<std::unique_ptr<Subscription>> Subscribe(
+      absl::string_view queue, const SubscribeOptions& options,
+      SubscriptionCallback deliver) = 0;
 
   // Deletes leased messages by receipt. The outer status is for the whole
   // call (unknown queue, bad batch size); the vector has one status per

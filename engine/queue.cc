@@ -401,6 +401,12 @@ absl::StatusOr<Queue::Group*> Queue::FindGroupLocked(absl::string_view name) {
   return groups_.at(it->second).get();
 }
 
+absl::Status Queue::CheckGroup(absl::string_view name) {
+  absl::MutexLock lock(&mu_);
+  if (!closed_.ok()) return closed_;
+  return FindGroupLocked(name).status();
+}
+
 Queue::Group& Queue::DefaultGroupLocked() { return *groups_.at(0); }
 
 absl::Status Queue::ValidateSend(absl::Span<const SendEntry> entries,

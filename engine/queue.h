@@ -92,6 +92,10 @@ class Queue : public std::enable_shared_from_this<Queue> {
       const ReceiveOptions& options, std::shared_ptr<QueueWaiter> waiter,
       bool* parked);
 
+  // OK if the queue has a group `name` (empty: the default group);
+  // NOT_FOUND if not, UNAVAILABLE once closed.
+  absl::Status CheckGroup(absl::string_view name);
+
   absl::StatusOr<std::vector<absl::Status>> Delete(
       absl::Span<const std::string> receipts);
   absl::StatusOr<std::vector<absl::Status>> ChangeVisibility(

@@ -1,8 +1,10 @@
 #include "rpc/service.h"
 
 #include <algorithm>
+#include <deque>
 #include <limits>
 #include <memory>
+#include <optional>
 #include <utility>
 #include <vector>
 
@@ -147,6 +149,236 @@ class ReceiveReactor : public grpc::ServerUnaryReactor {
     bool cancelled ABSL_GUARDED_BY(mu) = false;
   };
   std::shared_ptr<State> state_;
+};
+
+// Serves one Subscribe stream: a translation between the stream's messages
+// and an engine Subscription. Nothing here blocks a gRPC thread: leasing and
+// the ops run on engine threads. At most one batch of leased messages is
+// buffered (the subscription delivers the next only after DeliveryDone, which
+// comes when the last write of the batch completed), and the next request is
+// read only after the previous one's ops were acknowledged.
+class SubscribeReactor : public grpc::ServerBidiReactor<pb::SubscribeRequest,
+                                                        pb::SubscribeResponse> {
+ public:
+  explicit SubscribeReactor(Engine* engine) : engine_(engine) {
+    StartRead(&request_);
+  }
+
+  void OnReadDone(bool ok) override {
+    if (!ok) {
+      // The client half-closed (or went away): flush what is queued, end.
+      End(grpc::Status::OK);
+      return;
+    }
+    grpc::Status bad = Handle(request_);
+    if (!bad.ok()) End(bad);
+  }
+
+  void OnWriteDone(bool ok) override {
+    bool batch_done = false;
+    {
+      absl::MutexLock lock(&mu_);
+      writing_ = false;
+      if (pending_.front().messages_size() > 0) {
+        batch_done = --chunks_in_flight_ == 0;
+      }
+      pending_.pop_front();
+      if (read_paused_ && pending_.size() <= kMaxQueuedResponses &&
+          !end_.has_value()) {
+        read_paused_ = false;
+        StartRead(&request_);
+      }
+      if (!ok) {
+        EndLocked(grpc::Status(grpc::StatusCode::CANCELLED,
+                               "the stream broke while writing"));
+      }
+      PumpLocked();
+    }
+    if (batch_done && ok) subscription()->DeliveryDone();
+  }
+
+  void OnCancel() override {
+    absl::MutexLock lock(&mu_);
+    EndLocked(grpc::Status(grpc::StatusCode::CANCELLED, "stream cancelled"));
+    PumpLocked();
+  }
+
+  void OnDone() override {
+    std::shared_ptr<Subscription> sub;
+    {
+      absl::MutexLock lock(&mu_);
+      sub = subscription_;
+    }
+    if (sub == nullptr) {
+      delete this;
+      return;
+    }
+    // Releases what the stream still held. This reactor goes once no
+    // subscription callback can reach it any more (maybe at once, here);
+    // `sub` keeps the subscription alive until Close has returned.
+    sub->Close([this] { delete this; });
+  }
+
+ private:
+  // At most this many message bytes in one response (one message may be
+  // bigger: it goes alone).
+  static constexpr size_t kMaxResponseBytes = 1 << 20;
+  // Acks queued beyond this pause reading requests until they are written.
+  static constexpr size_t kMaxQueuedResponses = 16;
+
+  Subscription* subscription() {
+    absl::MutexLock lock(&mu_);
+    return subscription_.get();
+  }
+
+  // Acts on one request. A non-OK status ends the stream.
+  grpc::Status Handle(const pb::SubscribeRequest& req) {
+    Subscription* sub = subscription();
+    if (sub == nullptr) {
+      if (!req.has_start()) {
+        return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                            "the first request of a stream must carry start");
+      }
+      SubscribeOptions options;
+      options.group = req.start().group();
+      if (req.start().has_visibility_timeout_ms()) {
+        options.visibility_timeout =
+            absl::Milliseconds(req.start().visibility_timeout_ms());
+      }
+      auto started = engine_->Subscribe(
+          req.start().queue(), options,
+          [this](absl::StatusOr<std::vector<ReceivedMessage>> r) {
+            Deliver(std::move(r));
+          });
+      if (!started.ok()) return ToGrpcStatus(started.status());
+      absl::MutexLock lock(&mu_);
+      subscription_ = std::shared_ptr<Subscription>(*std::move(started));
+      sub = subscription_.get();
+    } else if (req.has_start()) {
+      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                          "only the first request of a stream carries start");
+    }
+    if (req.credit() < 0 || req.credit() > Subscription::kMaxCredit) {
+      return grpc::Status(
+          grpc::StatusCode::INVALID_ARGUMENT,
+          absl::StrCat("credit ", req.credit(), " is out of range [0, ",
+                       Subscription::kMaxCredit, "]"));
+    }
+    if (absl::Status s = sub->AddCredit(req.credit()); !s.ok()) {
+      return ToGrpcStatus(s);
+    }
+    if (req.delete_receipt_handles_size() == 0 && req.extend_size() == 0 &&
+        req.release_size() == 0) {
+      StartRead(&request_);
+      return grpc::Status::OK;
+    }
+    SubscriptionOps ops;
+    ops.deletes.assign(req.delete_receipt_handles().begin(),
+                       req.delete_receipt_handles().end());
+    for (const pb::VisibilityChange& c : req.extend()) {
+      ops.extends.push_back(
+          {c.receipt_handle(), absl::Milliseconds(c.visibility_timeout_ms())});
+    }
+    for (const pb::VisibilityChange& c : req.release()) {
+      ops.releases.push_back(
+          {c.receipt_handle(), absl::Milliseconds(c.visibility_timeout_ms())});
+    }
+    const uint64_t id = req.request_id();
+    sub->Apply(std::move(ops), [this, id](absl::StatusOr<SubscriptionAck> r) {
+      absl::MutexLock lock(&mu_);
+      if (!r.ok()) {
+        EndLocked(ToGrpcStatus(r.status()));
+        PumpLocked();
+        return;
+      }
+      if (end_.has_value()) return;
+      pb::SubscribeAck* ack = pending_.emplace_back().mutable_ack();
+      ack->set_request_id(id);
+      ToProto(r->deletes, ack->mutable_delete_results());
+      ToProto(r->extends, ack->mutable_extend_results());
+      ToProto(r->releases, ack->mutable_release_results());
+      PumpLocked();
+      // A client that does not read its acks gets no more requests read.
+      if (pending_.size() > kMaxQueuedResponses) {
+        read_paused_ = true;
+      } else {
+        StartRead(&request_);
+      }
+    });
+    return grpc::Status::OK;
+  }
+
+  // The subscription's callback.
+  void Deliver(absl::StatusOr<std::vector<ReceivedMessage>> r) {
+    absl::MutexLock lock(&mu_);
+    if (!r.ok()) {
+      EndLocked(ToGrpcStatus(r.status()));
+      PumpLocked();
+      return;
+    }
+    // Ending: the subscription releases these when it is closed.
+    if (end_.has_value()) return;
+    size_t bytes = kMaxResponseBytes;
+    for (const ReceivedMessage& m : *r) {
+      if (bytes + m.body.size() > kMaxResponseBytes) {
+        pending_.emplace_back();
+        ++chunks_in_flight_;
+        bytes = 0;
+      }
+      ToProto(m, pending_.back().add_messages());
+      bytes += m.body.size();
+    }
+    PumpLocked();
+  }
+
+  // Ends the stream with `status` once the write in progress completes (for
+  // OK, once everything queued is written). The first end wins.
+  void EndLocked(grpc::Status status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (end_.has_value()) return;
+    end_ = std::move(status);
+    if (!end_->ok()) {
+      // Drop what is not on its way yet; leased messages among it are
+      // released when the subscription closes.
+      while (pending_.size() > (writing_ ? 1u : 0u)) pending_.pop_back();
+    }
+  }
+
+  void End(grpc::Status status) {
+    absl::MutexLock lock(&mu_);
+    EndLocked(std::move(status));
+    PumpLocked();
+  }
+
+  // Starts the next write, or finishes the stream when it is ending and
+  // nothing more will be written.
+  void PumpLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (writing_ || finished_) return;
+    if (!pending_.empty()) {
+      writing_ = true;
+      StartWrite(&pending_.front());
+      return;
+    }
+    if (end_.has_value()) {
+      finished_ = true;
+      Finish(*end_);
+    }
+  }
+
+  Engine* const engine_;
+  // Written only by gRPC's read (one outstanding at a time).
+  pb::SubscribeRequest request_;
+
+  absl::Mutex mu_;
+  std::shared_ptr<Subscription> subscription_ ABSL_GUARDED_BY(mu_);
+  // Responses to write, in order; the front is being written when writing_.
+  // A deque keeps the front in place while more are queued.
+  std::deque<pb::SubscribeResponse> pending_ ABSL_GUARDED_BY(mu_);
+  bool writing_ ABSL_GUARDED_BY(mu_) = false;
+  // Message responses of the current batch not yet written.
+  int chunks_in_flight_ ABSL_GUARDED_BY(mu_) = 0;
+  std::optional<grpc::Status> end_ ABSL_GUARDED_BY(mu_);
+  bool finished_ ABSL_GUARDED_BY(mu_) = false;
+  bool read_paused_ ABSL_GUARDED_BY(mu_) = false;
 };
 
 }  // namespace
@@ -320,6 +552,11 @@ grpc::ServerUnaryReactor* WeirService::Receive(grpc::CallbackServerContext*,
                                                const pb::ReceiveRequest* req,
                                                pb::ReceiveResponse* resp) {
   return new ReceiveReactor(engine_, req, resp);
+}
+
+grpc::ServerBidiReactor<pb::SubscribeRequest, pb::SubscribeResponse>*
+WeirService::Subscribe(grpc::CallbackServerContext*) {
+  return new SubscribeReactor(engine_);
 }
 
 grpc::Status WeirService::Delete(grpc::ServerContext*,

@@ -14,10 +14,12 @@ namespace weir {
 // (the two code spaces are the same canonical codes).
 grpc::Status ToGrpcStatus(const absl::Status& s);
 
-// Receive is served with the callback API so that long-polling receivers hold
-// no thread while they wait; the other methods are synchronous. Thread-safe.
-class WeirService final : public weir::v1::Weir::WithCallbackMethod_Receive<
-                              weir::v1::Weir::Service> {
+// Receive and Subscribe are served with the callback API so that
+// long-polling receivers and idle streams hold no thread while they wait; the
+// other methods are synchronous. Thread-safe.
+class WeirService final
+    : public weir::v1::Weir::WithCallbackMethod_Subscribe<
+          weir::v1::Weir::WithCallbackMethod_Receive<weir::v1::Weir::Service>> {
  public:
   // `engine` is borrowed and must outlive the service.
   explicit WeirService(Engine* engine) : engine_(engine) {}
@@ -48,6 +50,9 @@ class WeirService final : public weir::v1::Weir::WithCallbackMethod_Receive<
   grpc::ServerUnaryReactor* Receive(grpc::CallbackServerContext* ctx,
                                     const weir::v1::ReceiveRequest* req,
                                     weir::v1::ReceiveResponse* resp) override;
+  grpc::ServerBidiReactor<weir::v1::SubscribeRequest,
+                          weir::v1::SubscribeResponse>*
+  Subscribe(grpc::CallbackServerContext* ctx) override;
   grpc::Status Delete(grpc::ServerContext* ctx,
                       const weir::v1::DeleteRequest* req,
                       weir::v1::DeleteResponse* resp) override;

@@ -1,0 +1,401 @@
+// Subscribe over gRPC against the real server: push on arrival, exact
+// credit, deletes/extends/releases on the stream, and leases released when a
+// stream ends.
+#include <fstream>
+#include <memory>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "grpcpp/grpcpp.h"
+#include "gtest/gtest.h"
+#include "tests/e2e_fixture.h"
+#include "tests/rpc_helpers.h"
+#include "tests/server_process.h"
+#include "weir/v1/weir.grpc.pb.h"
+
+namespace weir::test {
+namespace {
+
+using ::grpc::StatusCode;
+using ::weir::v1::SubscribeRequest;
+using ::weir::v1::SubscribeResponse;
+
+// One Subscribe stream, driven synchronously. Every read has the stream's
+// deadline (generous) as its bound, so a broken server fails the test
+// instead of hanging it.
+class Stream {
+ public:
+  explicit Stream(weir::v1::Weir::Stub& stub,
+                  absl::Duration deadline = absl::Seconds(120)) {
+    context_.set_deadline(absl::ToChronoTime(absl::Now() + deadline));
+    stream_ = stub.Subscribe(&context_);
+  }
+
+  bool Start(const std::string& queue, int credit,
+             std::optional<int64_t> visibility_timeout_ms = kLongLeaseMs,
+             const std::string& group = "") {
+    SubscribeRequest req;
+    req.mutable_start()->set_queue(queue);
+    req.mutable_start()->set_group(group);
+    if (visibility_timeout_ms.has_value()) {
+      req.mutable_start()->set_visibility_timeout_ms(*visibility_timeout_ms);
+    }
+    req.set_credit(credit);
+    return stream_->Write(req);
+  }
+
+  bool Write(const SubscribeRequest& req) { return stream_->Write(req); }
+
+  bool Credit(int n) {
+    SubscribeRequest req;
+    req.set_credit(n);
+    return stream_->Write(req);
+  }
+
+  // Reads responses until `n` messages have come; acks read meanwhile are
+  // kept for Ack().
+  std::vector<weir::v1::Message> Messages(size_t n) {
+    std::vector<weir::v1::Message> out;
+    while (out.size() < n) {
+      SubscribeResponse resp;
+      if (!stream_->Read(&resp)) break;
+      for (const auto& m : resp.messages()) out.push_back(m);
+      if (resp.has_ack()) acks_.push_back(resp.ack());
+    }
+    EXPECT_EQ(out.size(), n) << "messages pushed on the stream";
+    return out;
+  }
+
+  // The messages of the next response that has any; empty once the stream
+  // ended.
+  std::vector<weir::v1::Message> Next() {
+    SubscribeResponse resp;
+    while (stream_->Read(&resp)) {
+      if (resp.has_ack()) acks_.push_back(resp.ack());
+      if (resp.messages_size() > 0) {
+        return {resp.messages().begin(), resp.messages().end()};
+      }
+    }
+    return {};
+  }
+
+  // The next ack (reading past pushed messages, which are kept).
+  weir::v1::SubscribeAck Ack() {
+    while (acks_.empty()) {
+      SubscribeResponse resp;
+      if (!stream_->Read(&resp)) {
+        ADD_FAILURE() << "stream ended before an ack";
+        return {};
+      }
+      for (const auto& m : resp.messages()) extra_.push_back(m);
+      if (resp.has_ack()) acks_.push_back(resp.ack());
+    }
+    weir::v1::SubscribeAck ack = acks_.front();
+    acks_.erase(acks_.begin());
+    return ack;
+  }
+
+  // Half-closes and waits for the stream's status, reading what is left.
+  grpc::Status Close() {
+    stream_->WritesDone();
+    return Finish();
+  }
+
+  grpc::Status Finish() {
+    SubscribeResponse resp;
+    while (stream_->Read(&resp)) {
+      for (const auto& m : resp.messages()) extra_.push_back(m);
+    }
+    return stream_->Finish();
+  }
+
+  void Cancel() { context_.TryCancel(); }
+
+  const std::vector<weir::v1::Message>& extra() const { return extra_; }
+
+ private:
+  grpc::ClientContext context_;
+  std::unique_ptr<grpc::ClientReaderWriter<SubscribeRequest, SubscribeResponse>>
+      stream_;
+  std::vector<weir::v1::SubscribeAck> acks_;
+  std::vector<weir::v1::Message> extra_;
+};
+
+class SubscribeE2ETest : public E2ETest {
+ protected:
+  std::unique_ptr<Stream> NewStream() {
+    return std::make_unique<Stream>(client().stub());
+  }
+
+  // Leases what is ready now without waiting.
+  std::vector<weir::v1::Message> TakeReady(const std::string& queue) {
+    Reply<weir::v1::ReceiveResponse> got =
+        client().Receive(queue, kMaxBatch, kLongLeaseMs, 0);
+    EXPECT_TRUE(got.ok()) << Describe(got.status);
+    return {got.response.messages().begin(), got.response.messages().end()};
+  }
+};
+
+std::vector<std::string> Bodies(const std::vector<weir::v1::Message>& ms) {
+  std::vector<std::string> out;
+  for (const auto& m : ms) out.push_back(m.body());
+  return out;
+}
+
+TEST_F(SubscribeE2ETest, PushesOnArrivalAndRespectsCreditExactly) {
+  const std::string q = NewQueue("sub-push");
+  auto s = NewStream();
+  ASSERT_TRUE(s->Start(q, 2));
+  SendOk(q, {"a"});
+  EXPECT_EQ(Bodies(s->Messages(1)), std::vector<std::string>{"a"});
+  SendOk(q, {"b", "c", "d"});
+  EXPECT_EQ(Bodies(s->Messages(1)), std::vector<std::string>{"b"});
+  // Credit used up: the rest is left for others.
+  EXPECT_EQ(Bodies(TakeReady(q)), (std::vector<std::string>{"c", "d"}));
+  SendOk(q, {"e"});
+  ASSERT_TRUE(s->Credit(1));
+  EXPECT_EQ(Bodies(s->Messages(1)), std::vector<std::string>{"e"});
+  EXPECT_TRUE(s->Close().ok());
+}
+
+TEST_F(SubscribeE2ETest, DeletesExtendsAndReleasesOnTheStream) {
+  const std::string q = NewQueue("sub-ops");
+  SendOk(q, {"a", "b", "c"});
+  auto s = NewStream();
+  ASSERT_TRUE(s->Start(q, 3, /*visibility_timeout_ms=*/kLongLeaseMs));
+  std::vector<weir::v1::Message> got = s->Messages(3);
+  ASSERT_EQ(got.size(), 3u);
+
+  SubscribeRequest req;
+  req.set_request_id(7);
+  req.add_delete_receipt_handles(got[0].receipt_handle());
+  req.add_delete_receipt_handles("not a receipt");
+  auto* ext = req.add_extend();
+  ext->set_receipt_handle(got[1].receipt_handle());
+  ext->set_visibility_timeout_ms(kLongLeaseMs);
+  auto* rel = req.add_release();
+  rel->set_receipt_handle(got[2].receipt_handle());
+  rel->set_visibility_timeout_ms(0);
+  ASSERT_TRUE(s->Write(req));
+  weir::v1::SubscribeAck ack = s->Ack();
+  EXPECT_EQ(ack.request_id(), 7u);
+  ASSERT_EQ(ack.delete_results_size(), 2);
+  EXPECT_EQ(ack.delete_results(0).code(), kCodeOk);
+  EXPECT_EQ(ack.delete_results(1).code(), kCodeInvalidArgument);
+  ASSERT_EQ(ack.extend_results_size(), 1);
+  EXPECT_EQ(ack.extend_results(0).code(), kCodeOk);
+  ASSERT_EQ(ack.release_results_size(), 1);
+  EXPECT_EQ(ack.release_results(0).code(), kCodeOk);
+
+  EXPECT_EQ(Bodies(TakeReady(q)), std::vector<std::string>{"c"});
+  QueueStats stats = Stats(q);
+  EXPECT_EQ(stats.deleted_total(), 1u);
+  EXPECT_EQ(stats.in_flight(), 2u);
+  EXPECT_TRUE(s->Close().ok());
+}
+
+TEST_F(SubscribeE2ETest, CancelledStreamReleasesItsLeasesAtOnce) {
+  const std::string q = NewQueue("sub-cancel");
+  SendOk(q, {"a", "b"});
+  auto s = NewStream();
+  ASSERT_TRUE(s->Start(q, 10, kLongLeaseMs));
+  ASSERT_EQ(s->Messages(2).size(), 2u);
+  s->Cancel();
+  EXPECT_EQ(s->Finish().error_code(), StatusCode::CANCELLED);
+  // Leased for ten minutes, yet back within a long poll.
+  std::vector<Message> again = ReceiveCount(q, 2, kLongLeaseMs);
+  EXPECT_EQ(Bodies(again), (std::vector<std::string>{"a", "b"}));
+  for (const Message& m : again) EXPECT_EQ(m.receive_count(), 2u);
+}
+
+TEST_F(SubscribeE2ETest, HalfClosedStreamEndsOkAndReleasesItsLeases) {
+  const std::string q = NewQueue("sub-close");
+  SendOk(q, {"a"});
+  auto s = NewStream();
+  ASSERT_TRUE(s->Start(q, 1, kLongLeaseMs));
+  ASSERT_EQ(s->Messages(1).size(), 1u);
+  EXPECT_TRUE(s->Close().ok());
+  EXPECT_EQ(Bodies(ReceiveCount(q, 1, kLongLeaseMs)),
+            std::vector<std::string>{"a"});
+}
+
+TEST_F(SubscribeE2ETest, OneGroupSharesTwoGroupsBothGetEverything) {
+  const std::string q = NewQueue("sub-groups");
+  ASSERT_TRUE(client().CreateGroup(q, "audit", Earliest()).ok());
+  constexpr int kCount = 300;
+  auto a = NewStream();
+  auto b = NewStream();
+  auto audit = NewStream();
+  ASSERT_TRUE(a->Start(q, kCount));
+  ASSERT_TRUE(b->Start(q, kCount));
+  ASSERT_TRUE(audit->Start(q, kCount, kLongLeaseMs, "audit"));
+  std::vector<std::string> bodies;
+  for (int i = 0; i < kCount; ++i) bodies.push_back(absl::StrCat("m", i));
+  for (int i = 0; i < kCount; i += 30) {
+    SendOk(q, std::vector<std::string>(bodies.begin() + i,
+                                       bodies.begin() + i + 30));
+  }
+  EXPECT_EQ(Bodies(audit->Messages(kCount)), bodies);
+  // The default group's two streams, read side by side until they have
+  // every message between them.
+  absl::Mutex mu;
+  std::vector<uint64_t> offsets;
+  auto read = [&](Stream* s) {
+    for (;;) {
+      std::vector<weir::v1::Message> got = s->Next();
+      if (got.empty()) return;  // Cancelled.
+      absl::MutexLock lock(&mu);
+      for (const auto& m : got) offsets.push_back(m.offset());
+    }
+  };
+  std::thread ta(read, a.get()), tb(read, b.get());
+  {
+    absl::MutexLock lock(&mu);
+    auto all = [&] { return offsets.size() >= static_cast<size_t>(kCount); };
+    EXPECT_TRUE(mu.AwaitWithTimeout(absl::Condition(&all), absl::Seconds(60)));
+  }
+  a->Cancel();
+  b->Cancel();
+  ta.join();
+  tb.join();
+  absl::MutexLock lock(&mu);
+  EXPECT_EQ(offsets.size(), static_cast<size_t>(kCount));
+  EXPECT_EQ(std::set<uint64_t>(offsets.begin(), offsets.end()).size(),
+            static_cast<size_t>(kCount));
+  EXPECT_TRUE(audit->Close().ok());
+}
+
+TEST_F(SubscribeE2ETest, BadRequestsEndTheStreamWithAClearStatus) {
+  const std::string q = NewQueue("sub-bad");
+  {
+    Stream s(client().stub());
+    ASSERT_TRUE(s.Credit(1));
+    EXPECT_EQ(s.Finish().error_code(), StatusCode::INVALID_ARGUMENT);
+  }
+  {
+    Stream s(client().stub());
+    ASSERT_TRUE(s.Start("no-such-queue", 1));
+    EXPECT_EQ(s.Finish().error_code(), StatusCode::NOT_FOUND);
+  }
+  {
+    Stream s(client().stub());
+    ASSERT_TRUE(s.Start(q, 1, kLongLeaseMs, "no-such-group"));
+    EXPECT_EQ(s.Finish().error_code(), StatusCode::NOT_FOUND);
+  }
+  {
+    Stream s(client().stub());
+    ASSERT_TRUE(s.Start(q, 1, /*visibility_timeout_ms=*/0));
+    EXPECT_EQ(s.Finish().error_code(), StatusCode::INVALID_ARGUMENT);
+  }
+  {
+    Stream s(client().stub());
+    ASSERT_TRUE(s.Start(q, -1));
+    EXPECT_EQ(s.Finish().error_code(), StatusCode::INVALID_ARGUMENT);
+  }
+  {
+    Stream s(client().stub());
+    ASSERT_TRUE(s.Start(q, 10000));
+    s.Credit(1);
+    EXPECT_EQ(s.Finish().error_code(), StatusCode::INVALID_ARGUMENT);
+  }
+  {
+    Stream s(client().stub());
+    ASSERT_TRUE(s.Start(q, 0));
+    SubscribeRequest again;
+    again.mutable_start()->set_queue(q);
+    s.Write(again);
+    EXPECT_EQ(s.Finish().error_code(), StatusCode::INVALID_ARGUMENT);
+  }
+  {
+    Stream s(client().stub());
+    ASSERT_TRUE(s.Start(q, 0));
+    SubscribeRequest big;
+    for (int i = 0; i <= kMaxBatch; ++i) big.add_delete_receipt_handles("x");
+    s.Write(big);
+    EXPECT_EQ(s.Finish().error_code(), StatusCode::INVALID_ARGUMENT);
+  }
+  // Nothing was taken, and the server still serves.
+  SendOk(q, {"fine"});
+  EXPECT_EQ(Bodies(TakeReady(q)), std::vector<std::string>{"fine"});
+}
+
+// The server's thread count, from /proc.
+int ServerThreads(pid_t pid) {
+  std::ifstream status(absl::StrCat("/proc/", pid, "/status"));
+  std::string line;
+  while (std::getline(status, line)) {
+    absl::string_view v = line;
+    if (absl::ConsumePrefix(&v, "Threads:")) {
+      int n = 0;
+      if (absl::SimpleAtoi(absl::StripAsciiWhitespace(v), &n)) return n;
+    }
+  }
+  return -1;
+}
+
+TEST_F(SubscribeE2ETest, ThousandsOfIdleStreamsHoldNoThreads) {
+  const std::string q = NewQueue("sub-idle");
+  ASSERT_TRUE(client().CreateGroup(q, "idle", Latest()).ok());
+  const int before = ServerThreads(server().pid());
+  ASSERT_GT(before, 0);
+  constexpr int kStreams = 2000;
+  std::vector<std::unique_ptr<Stream>> idle;
+  for (int i = 0; i < kStreams; ++i) {
+    idle.push_back(NewStream());
+    ASSERT_TRUE(idle.back()->Start(q, 1, kLongLeaseMs, "idle"));
+  }
+  // Amid them, a stream of the default group still gets pushed at once.
+  auto probe = NewStream();
+  ASSERT_TRUE(probe->Start(q, 1));
+  SendOk(q, {"one"});
+  EXPECT_EQ(Bodies(probe->Messages(1)), std::vector<std::string>{"one"});
+  const int during = ServerThreads(server().pid());
+  EXPECT_LT(during, before + 100)
+      << kStreams << " idle streams took " << during - before << " threads";
+  for (auto& s : idle) s->Cancel();
+  for (auto& s : idle) s->Finish();
+  EXPECT_TRUE(probe->Close().ok());
+  // Whichever idle stream took the group's copy gave it back when it ended.
+  Reply<weir::v1::ReceiveResponse> got =
+      client().ReceiveFromGroup(q, "idle", 10, kLongLeaseMs, 10'000);
+  ASSERT_TRUE(got.ok()) << Describe(got.status);
+  ASSERT_EQ(got.response.messages_size(), 1);
+  EXPECT_EQ(got.response.messages(0).body(), "one");
+}
+
+// A server of its own: shutting down ends streams with UNAVAILABLE and
+// releases their leases first.
+TEST(SubscribeShutdownTest, ShutdownEndsStreamsAndReleasesTheirLeases) {
+  absl::StatusOr<std::unique_ptr<ServerProcess>> server =
+      ServerProcess::Start();
+  ASSERT_TRUE(server.ok()) << server.status();
+  {
+    TestClient client((*server)->Channel());
+    ASSERT_TRUE(client.CreateQueue("q").ok());
+    ASSERT_TRUE(client.SendBodies("q", {"held"}).ok());
+    Stream s(client.stub());
+    ASSERT_TRUE(s.Start("q", 1, kLongLeaseMs));
+    ASSERT_EQ(s.Messages(1).size(), 1u);
+    absl::StatusOr<int> code = (*server)->Stop();
+    ASSERT_TRUE(code.ok()) << code.status();
+    EXPECT_EQ(*code, 0);
+    EXPECT_EQ(s.Finish().error_code(), StatusCode::UNAVAILABLE);
+  }
+  ASSERT_TRUE((*server)->Restart().ok());
+  TestClient client((*server)->Channel());
+  Reply<weir::v1::ReceiveResponse> got = client.Receive("q", 10, 1000, 0);
+  ASSERT_TRUE(got.ok()) << Describe(got.status);
+  ASSERT_EQ(got.response.messages_size(), 1);
+  EXPECT_EQ(got.response.messages(0).body(), "held");
+}
+
+}  // namespace
+}  // namespace weir::test
