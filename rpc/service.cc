@@ -176,6 +176,7 @@ class SubscribeReactor : public grpc::ServerBidiReactor<pb::SubscribeRequest,
 
   void OnWriteDone(bool ok) override {
     bool batch_done = false;
+    bool resume_read = false;
     {
       absl::MutexLock lock(&mu_);
       writing_ = false;
@@ -186,21 +187,20 @@ class SubscribeReactor : public grpc::ServerBidiReactor<pb::SubscribeRequest,
       if (read_paused_ && pending_.size() <= kMaxQueuedResponses &&
           !end_.has_value()) {
         read_paused_ = false;
-        StartRead(&request_);
+        resume_read = true;
       }
       if (!ok) {
         EndLocked(grpc::Status(grpc::StatusCode::CANCELLED,
                                "the stream broke while writing"));
       }
-      PumpLocked();
     }
+    if (resume_read) StartRead(&request_);
+    Pump();
     if (batch_done && ok) subscription()->DeliveryDone();
   }
 
   void OnCancel() override {
-    absl::MutexLock lock(&mu_);
-    EndLocked(grpc::Status(grpc::StatusCode::CANCELLED, "stream cancelled"));
-    PumpLocked();
+    End(grpc::Status(grpc::StatusCode::CANCELLED, "stream cancelled"));
   }
 
   void OnDone() override {
@@ -285,50 +285,51 @@ class SubscribeReactor : public grpc::ServerBidiReactor<pb::SubscribeRequest,
     }
     const uint64_t id = req.request_id();
     sub->Apply(std::move(ops), [this, id](absl::StatusOr<SubscriptionAck> r) {
-      absl::MutexLock lock(&mu_);
       if (!r.ok()) {
-        EndLocked(ToGrpcStatus(r.status()));
-        PumpLocked();
+        End(ToGrpcStatus(r.status()));
         return;
       }
-      if (end_.has_value()) return;
-      pb::SubscribeAck* ack = pending_.emplace_back().mutable_ack();
-      ack->set_request_id(id);
-      ToProto(r->deletes, ack->mutable_delete_results());
-      ToProto(r->extends, ack->mutable_extend_results());
-      ToProto(r->releases, ack->mutable_release_results());
-      PumpLocked();
-      // A client that does not read its acks gets no more requests read.
-      if (pending_.size() > kMaxQueuedResponses) {
-        read_paused_ = true;
-      } else {
-        StartRead(&request_);
+      bool read = false;
+      {
+        absl::MutexLock lock(&mu_);
+        if (end_.has_value()) return;
+        pb::SubscribeAck* ack = pending_.emplace_back().mutable_ack();
+        ack->set_request_id(id);
+        ToProto(r->deletes, ack->mutable_delete_results());
+        ToProto(r->extends, ack->mutable_extend_results());
+        ToProto(r->releases, ack->mutable_release_results());
+        // A client that does not read its acks gets no more requests read.
+        read_paused_ = pending_.size() > kMaxQueuedResponses;
+        read = !read_paused_;
       }
+      Pump();
+      if (read) StartRead(&request_);
     });
     return grpc::Status::OK;
   }
 
   // The subscription's callback.
   void Deliver(absl::StatusOr<std::vector<ReceivedMessage>> r) {
-    absl::MutexLock lock(&mu_);
     if (!r.ok()) {
-      EndLocked(ToGrpcStatus(r.status()));
-      PumpLocked();
+      End(ToGrpcStatus(r.status()));
       return;
     }
-    // Ending: the subscription releases these when it is closed.
-    if (end_.has_value()) return;
-    size_t bytes = kMaxResponseBytes;
-    for (const ReceivedMessage& m : *r) {
-      if (bytes + m.body.size() > kMaxResponseBytes) {
-        pending_.emplace_back();
-        ++chunks_in_flight_;
-        bytes = 0;
+    {
+      absl::MutexLock lock(&mu_);
+      // Ending: the subscription releases these when it is closed.
+      if (end_.has_value()) return;
+      size_t bytes = kMaxResponseBytes;
+      for (const ReceivedMessage& m : *r) {
+        if (bytes + m.body.size() > kMaxResponseBytes) {
+          pending_.emplace_back();
+          ++chunks_in_flight_;
+          bytes = 0;
+        }
+        ToProto(m, pending_.back().add_messages());
+        bytes += m.body.size();
       }
-      ToProto(m, pending_.back().add_messages());
-      bytes += m.body.size();
     }
-    PumpLocked();
+    Pump();
   }
 
   // Ends the stream with `status` once the write in progress completes (for
@@ -344,23 +345,36 @@ class SubscribeReactor : public grpc::ServerBidiReactor<pb::SubscribeRequest,
   }
 
   void End(grpc::Status status) {
-    absl::MutexLock lock(&mu_);
-    EndLocked(std::move(status));
-    PumpLocked();
+    {
+      absl::MutexLock lock(&mu_);
+      EndLocked(std::move(status));
+    }
+    Pump();
   }
 
   // Starts the next write, or finishes the stream when it is ending and
-  // nothing more will be written.
-  void PumpLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    if (writing_ || finished_) return;
-    if (!pending_.empty()) {
-      writing_ = true;
-      StartWrite(&pending_.front());
-      return;
+  // nothing more will be written. Called without mu_: gRPC may run a
+  // reaction (OnWriteDone, OnDone) inline from StartWrite or Finish.
+  void Pump() ABSL_LOCKS_EXCLUDED(mu_) {
+    pb::SubscribeResponse* next = nullptr;
+    std::optional<grpc::Status> finish;
+    {
+      absl::MutexLock lock(&mu_);
+      if (writing_ || finished_) return;
+      if (!pending_.empty()) {
+        writing_ = true;
+        // Stays in place until OnWriteDone pops it: a deque does not move
+        // its elements when more are added at the back.
+        next = &pending_.front();
+      } else if (end_.has_value()) {
+        finished_ = true;
+        finish = *end_;
+      }
     }
-    if (end_.has_value()) {
-      finished_ = true;
-      Finish(*end_);
+    if (next != nullptr) {
+      StartWrite(next);
+    } else if (finish.has_value()) {
+      Finish(*finish);
     }
   }
 
