@@ -189,7 +189,10 @@ class EngineImpl : public Engine {
 
   ~EngineImpl() override {
     BeginShutdown();
-    dispatcher_.reset();  // Runs what is queued, then joins.
+    // Writes queued by the async calls complete (their callbacks may use the
+    // dispatcher), then the dispatcher runs what is queued and joins.
+    storage_->DrainAsyncWrites();
+    dispatcher_.reset();
     absl::MutexLock lock(&mu_);
     queues_.clear();
   }
@@ -457,6 +460,16 @@ class EngineImpl : public Engine {
     std::shared_ptr<Queue> q = Find(queue);
     if (q == nullptr) return QueueNotFound(queue);
     return q->Send(entries);
+  }
+
+  void SendAsync(absl::string_view queue, absl::Span<const SendEntry> entries,
+                 SendCallback done) override {
+    std::shared_ptr<Queue> q = Find(queue);
+    if (q == nullptr) {
+      done(QueueNotFound(queue));
+      return;
+    }
+    q->SendAsync(entries, std::move(done));
   }
 
   absl::StatusOr<std::vector<ReceivedMessage>> Receive(

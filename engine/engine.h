@@ -175,6 +175,8 @@ class ReceiveWaiter {
   virtual void Cancel() = 0;
 };
 
+using SendCallback = std::function<void(absl::StatusOr<std::vector<uint64_t>>)>;
+
 using ReceiveCallback =
     std::function<void(absl::StatusOr<std::vector<ReceivedMessage>>)>;
 
@@ -358,6 +360,15 @@ class Engine {
   // order. Durable per the engine's Durability when it returns.
   virtual absl::StatusOr<std::vector<uint64_t>> Send(
       absl::string_view queue, absl::Span<const SendEntry> entries) = 0;
+
+  // Send without blocking the caller: `done` runs once with what Send would
+  // return, on an engine thread (or on this thread when the call fails
+  // before anything is written). Writes of concurrent SendAsync calls are
+  // committed together. `done` must be quick: it runs on the thread that
+  // commits every queue's writes.
+  virtual void SendAsync(absl::string_view queue,
+                         absl::Span<const SendEntry> entries,
+                         SendCallback done) = 0;
 
   // Leases up to options.max_messages ready messages; returns at once, with
   // an empty vector when none is ready. Leases are durable when it returns.

@@ -5,6 +5,8 @@
 #include <set>
 #include <thread>
 
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "engine/receipt.h"
 #include "engine/test_util.h"
@@ -617,6 +619,108 @@ TEST_F(EngineTest, SyncDurabilityWorksWithConcurrentSenders) {
   for (auto& t : threads) t.join();
   EXPECT_EQ(Stats("q").sent_total, 400u);
   EXPECT_EQ(Stats("q").ready, 400u);
+}
+
+// --- SendAsync. ---
+
+class SendAsyncTest : public EngineFixture {
+ protected:
+  absl::StatusOr<std::vector<uint64_t>> SendAndWait(
+      const std::string& q, std::vector<SendEntry> entries) {
+    absl::Notification done;
+    absl::StatusOr<std::vector<uint64_t>> result;
+    engine_->SendAsync(q, entries,
+                       [&](absl::StatusOr<std::vector<uint64_t>> r) {
+                         result = std::move(r);
+                         done.Notify();
+                       });
+    EXPECT_TRUE(done.WaitForNotificationWithTimeout(absl::Seconds(60)));
+    return result;
+  }
+};
+
+TEST_F(SendAsyncTest, ConcurrentSendsAreCommittedTogetherWithDistinctOffsets) {
+  Create("q");
+  constexpr int kSends = 2000;
+  absl::Mutex mu;
+  std::vector<uint64_t> offsets;
+  int done = 0;
+  for (int i = 0; i < kSends; ++i) {
+    engine_->SendAsync("q", {SendEntry{absl::StrCat("m", i), {}, {}}},
+                       [&](absl::StatusOr<std::vector<uint64_t>> r) {
+                         absl::MutexLock lock(&mu);
+                         EXPECT_TRUE(r.ok()) << r.status();
+                         if (r.ok())
+                           offsets.insert(offsets.end(), r->begin(), r->end());
+                         ++done;
+                       });
+  }
+  {
+    absl::MutexLock lock(&mu);
+    auto all = [&] { return done == kSends; };
+    ASSERT_TRUE(mu.AwaitWithTimeout(absl::Condition(&all), absl::Seconds(60)));
+  }
+  std::sort(offsets.begin(), offsets.end());
+  ASSERT_EQ(offsets.size(), static_cast<size_t>(kSends));
+  for (int i = 0; i < kSends; ++i) EXPECT_EQ(offsets[i], i);
+  // Each offset holds the body it was sent with, also after a restart.
+  Reopen();
+  ReadOptions o;
+  o.max_messages = 1000;
+  std::set<std::string> bodies;
+  uint64_t next = 0;
+  while (next < kSends) {
+    o.from = LogPosition::Offset(next);
+    auto r = engine_->Read("q", o);
+    ASSERT_TRUE(r.ok()) << r.status();
+    for (const StoredMessage& m : r->messages) bodies.insert(m.body);
+    next = r->next_offset;
+  }
+  EXPECT_EQ(bodies.size(), static_cast<size_t>(kSends));
+  EXPECT_EQ(Stats("q").ready, static_cast<uint64_t>(kSends));
+}
+
+TEST_F(SendAsyncTest, AnswersLikeSend) {
+  Create("q");
+  EXPECT_EQ(SendAndWait("nope", {SendEntry{"x", {}, {}}}).status().code(),
+            absl::StatusCode::kNotFound);
+  SendEntry too_late{"x", {}, {}};
+  too_late.delay = absl::Hours(1);
+  EXPECT_EQ(SendAndWait("q", {too_late}).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  SendEntry once{"first", {}, {}};
+  once.dedup_id = "id";
+  auto first = SendAndWait("q", {once, SendEntry{"other", {}, {}}});
+  ASSERT_TRUE(first.ok()) << first.status();
+  EXPECT_THAT(*first, ElementsAre(0, 1));
+  once.body = "again";
+  auto again = SendAndWait("q", {once});
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_THAT(*again, ElementsAre(0));
+  EXPECT_EQ(Stats("q").sent_total, 2u);
+}
+
+TEST_F(SendAsyncTest, ConcurrentDuplicatesGetTheFirstOffset) {
+  Create("q");
+  constexpr int kSends = 200;
+  absl::Mutex mu;
+  std::set<uint64_t> offsets;
+  int done = 0;
+  for (int i = 0; i < kSends; ++i) {
+    SendEntry e{absl::StrCat("m", i), {}, {}};
+    e.dedup_id = "same";
+    engine_->SendAsync("q", {e}, [&](absl::StatusOr<std::vector<uint64_t>> r) {
+      absl::MutexLock lock(&mu);
+      EXPECT_TRUE(r.ok()) << r.status();
+      if (r.ok()) offsets.insert(r->begin(), r->end());
+      ++done;
+    });
+  }
+  absl::MutexLock lock(&mu);
+  auto all = [&] { return done == kSends; };
+  ASSERT_TRUE(mu.AwaitWithTimeout(absl::Condition(&all), absl::Seconds(60)));
+  EXPECT_THAT(offsets, ElementsAre(0));
+  EXPECT_EQ(Stats("q").sent_total, 1u);
 }
 
 }  // namespace

@@ -548,74 +548,108 @@ void Queue::FinishAppend(uint64_t first, size_t n, bool ok) {
 
 absl::StatusOr<std::vector<uint64_t>> Queue::Send(
     absl::Span<const SendEntry> entries) {
+  SendPlan plan;
+  absl::StatusOr<bool> write = PrepareSend(entries, /*may_wait=*/true, &plan);
+  if (!write.ok()) return write.status();
+  if (!*write) return std::move(plan.offsets);
+  return FinishSend(plan, storage_->Write(&plan.batch));
+}
+
+void Queue::SendAsync(
+    absl::Span<const SendEntry> entries,
+    std::function<void(absl::StatusOr<std::vector<uint64_t>>)> done) {
+  auto plan = std::make_shared<SendPlan>();
+  absl::StatusOr<bool> write =
+      PrepareSend(entries, /*may_wait=*/false, plan.get());
+  if (!write.ok() && absl::IsAborted(write.status())) {
+    // A dedup id of the batch is still being written by another send: wait
+    // for it on an engine thread.
+    std::vector<SendEntry> copy(entries.begin(), entries.end());
+    dispatcher_->Run([self = shared_from_this(), copy = std::move(copy),
+                      done = std::move(done)] { done(self->Send(copy)); });
+    return;
+  }
+  if (!write.ok()) {
+    done(write.status());
+    return;
+  }
+  if (!*write) {
+    done(std::move(plan->offsets));
+    return;
+  }
+  rocksdb::WriteBatch batch = std::move(plan->batch);
+  storage_->WriteAsync(
+      std::move(batch),
+      [self = shared_from_this(), plan, done = std::move(done)](
+          absl::Status st) { done(self->FinishSend(*plan, st)); });
+}
+
+absl::StatusOr<bool> Queue::PrepareSend(absl::Span<const SendEntry> entries,
+                                        bool may_wait, SendPlan* plan) {
   const QueueConfig config = this->config();
   if (absl::Status s = ValidateSend(entries, config); !s.ok()) return s;
   const size_t n = entries.size();
-  std::vector<uint64_t> offsets(n);
-  // Entries appended, and for each entry: its index among them, or -1 when
-  // it repeats a dedup id (offsets[i] is then already known).
-  std::vector<MessageRecord> records;
-  std::vector<int> appended_as(n, -1);
-  std::vector<std::string> new_dedup_ids;
-  rocksdb::WriteBatch batch;
-  uint64_t first = 0;
-  {
-    absl::MutexLock lock(&mu_);
-    for (;;) {
-      if (absl::Status s = EnterLocked(); !s.ok()) return s;
-      // A dedup id whose first send is still being written is waited for:
-      // its offset only counts once that write succeeded.
-      bool pending = false;
-      for (const SendEntry& e : entries) {
-        auto it = e.dedup_id.empty() ? dedup_.end() : dedup_.find(e.dedup_id);
-        if (it != dedup_.end() && it->second.pending) pending = true;
-      }
-      if (!pending) break;
-      changed_.Wait(&mu_);
+  plan->offsets.assign(n, 0);
+  plan->appended_as.assign(n, -1);
+  std::vector<MessageRecord>& records = plan->records;
+  absl::MutexLock lock(&mu_);
+  for (;;) {
+    if (absl::Status s = EnterLocked(); !s.ok()) return s;
+    // A dedup id whose first send is still being written is waited for:
+    // its offset only counts once that write succeeded.
+    bool pending = false;
+    for (const SendEntry& e : entries) {
+      auto it = e.dedup_id.empty() ? dedup_.end() : dedup_.find(e.dedup_id);
+      if (it != dedup_.end() && it->second.pending) pending = true;
     }
-    const absl::Time now = clock_->Now();
-    absl::flat_hash_map<absl::string_view, size_t> in_batch;
-    for (size_t i = 0; i < n; ++i) {
-      const SendEntry& e = entries[i];
-      if (!e.dedup_id.empty()) {
-        auto it = dedup_.find(e.dedup_id);
-        if (it != dedup_.end() && it->second.at + config.dedup_window > now) {
-          offsets[i] = it->second.offset;
-          continue;
-        }
-        auto [b, fresh] = in_batch.try_emplace(e.dedup_id, i);
-        if (!fresh) {
-          appended_as[i] = -2 - static_cast<int>(b->second);  // Same as b.
-          continue;
-        }
-      }
-      appended_as[i] = static_cast<int>(records.size());
-      MessageRecord rec;
-      const absl::Duration delay = e.delay.value_or(config.delay);
-      rec.visible_at_us = absl::ToInt64Microseconds(delay);
-      rec.attributes = e.attributes;
-      rec.ordering_key = e.ordering_key;
-      rec.dedup_id = e.dedup_id;
-      rec.body = e.body;
-      records.push_back(std::move(rec));
-    }
-    if (records.empty()) return offsets;
-    first = BeginAppendLocked(&records, &batch);
-    const absl::Time at = FromUs(records[0].enqueue_time_us);
-    for (size_t j = 0; j < records.size(); ++j) {
-      const std::string& id = records[j].dedup_id;
-      if (id.empty()) continue;
-      dedup_[id] = DedupEntry{first + j, at, /*pending=*/true};
-      new_dedup_ids.push_back(id);
-    }
+    if (!pending) break;
+    if (!may_wait) return absl::AbortedError("a dedup id is being written");
+    changed_.Wait(&mu_);
   }
+  const absl::Time now = clock_->Now();
+  absl::flat_hash_map<absl::string_view, size_t> in_batch;
+  for (size_t i = 0; i < n; ++i) {
+    const SendEntry& e = entries[i];
+    if (!e.dedup_id.empty()) {
+      auto it = dedup_.find(e.dedup_id);
+      if (it != dedup_.end() && it->second.at + config.dedup_window > now) {
+        plan->offsets[i] = it->second.offset;
+        continue;
+      }
+      auto [b, fresh] = in_batch.try_emplace(e.dedup_id, i);
+      if (!fresh) {
+        plan->appended_as[i] = -2 - static_cast<int>(b->second);  // Same as b.
+        continue;
+      }
+    }
+    plan->appended_as[i] = static_cast<int>(records.size());
+    MessageRecord rec;
+    const absl::Duration delay = e.delay.value_or(config.delay);
+    rec.visible_at_us = absl::ToInt64Microseconds(delay);
+    rec.attributes = e.attributes;
+    rec.ordering_key = e.ordering_key;
+    rec.dedup_id = e.dedup_id;
+    rec.body = e.body;
+    records.push_back(std::move(rec));
+  }
+  if (records.empty()) return false;
+  plan->first = BeginAppendLocked(&records, &plan->batch);
+  const absl::Time at = FromUs(records[0].enqueue_time_us);
+  for (size_t j = 0; j < records.size(); ++j) {
+    const std::string& id = records[j].dedup_id;
+    if (id.empty()) continue;
+    dedup_[id] = DedupEntry{plan->first + j, at, /*pending=*/true};
+    plan->new_dedup_ids.push_back(id);
+  }
+  return true;
+}
 
-  const absl::Status st = storage_->Write(&batch);
-
+absl::StatusOr<std::vector<uint64_t>> Queue::FinishSend(
+    SendPlan& plan, const absl::Status& st) {
   std::vector<std::shared_ptr<QueueWaiter>> wake;
   {
     absl::MutexLock lock(&mu_);
-    for (const std::string& id : new_dedup_ids) {
+    for (const std::string& id : plan.new_dedup_ids) {
       auto it = dedup_.find(id);
       if (!st.ok()) {
         dedup_.erase(it);
@@ -624,18 +658,20 @@ absl::StatusOr<std::vector<uint64_t>> Queue::Send(
         dedup_order_.emplace_back(it->second.at, id);
       }
     }
-    FinishAppendLocked(first, records.size(), st.ok(), &wake);
+    FinishAppendLocked(plan.first, plan.records.size(), st.ok(), &wake);
   }
   WakeAll(wake);
   if (!st.ok()) return st;
+  const size_t n = plan.offsets.size();
   for (size_t i = 0; i < n; ++i) {
-    if (appended_as[i] >= 0) {
-      offsets[i] = first + appended_as[i];
-    } else if (appended_as[i] <= -2) {
-      offsets[i] = first + appended_as[-2 - appended_as[i]];
+    const int as = plan.appended_as[i];
+    if (as >= 0) {
+      plan.offsets[i] = plan.first + as;
+    } else if (as <= -2) {
+      plan.offsets[i] = plan.first + plan.appended_as[-2 - as];
     }
   }
-  return offsets;
+  return std::move(plan.offsets);
 }
 
 absl::StatusOr<std::vector<ReceivedMessage>> Queue::Receive(

@@ -85,6 +85,12 @@ class Queue : public std::enable_shared_from_this<Queue> {
 
   absl::StatusOr<std::vector<uint64_t>> Send(
       absl::Span<const SendEntry> entries);
+  // Send without blocking: the write goes through Storage::WriteAsync and
+  // `done` runs on the storage's commit thread (or at once on this thread
+  // for bad input and batches of duplicates only).
+  void SendAsync(
+      absl::Span<const SendEntry> entries,
+      std::function<void(absl::StatusOr<std::vector<uint64_t>>)> done);
 
   // Leases up to options.max_messages. When none is ready and `waiter` is
   // given, parks it (atomically with finding nothing) and sets *parked.
@@ -154,6 +160,28 @@ class Queue : public std::enable_shared_from_this<Queue> {
   void Close();
 
  private:
+  // A send between PrepareSend and FinishSend.
+  struct SendPlan {
+    // Final for duplicates of an earlier send; the rest set by FinishSend.
+    std::vector<uint64_t> offsets;
+    // Per entry: its index in `records`, -1 for a duplicate of an earlier
+    // send, -2 - j for a repeat of entry j of this batch.
+    std::vector<int> appended_as;
+    std::vector<MessageRecord> records;
+    std::vector<std::string> new_dedup_ids;
+    rocksdb::WriteBatch batch;
+    uint64_t first = 0;
+  };
+  // Checks `entries` and assigns offsets, adding the write to plan->batch.
+  // Returns false when nothing needs writing (every entry a duplicate: the
+  // offsets are final). With may_wait false, returns ABORTED instead of
+  // waiting for the write of a dedup id another send is making.
+  absl::StatusOr<bool> PrepareSend(absl::Span<const SendEntry> entries,
+                                   bool may_wait, SendPlan* plan);
+  // Applies the outcome of plan.batch's write; returns the offsets.
+  absl::StatusOr<std::vector<uint64_t>> FinishSend(SendPlan& plan,
+                                                   const absl::Status& st);
+
   struct Group {
     explicit Group(GroupState s) : state(std::move(s)) {}
     GroupState state;

@@ -55,6 +55,57 @@ rocksdb::ColumnFamilyOptions QueueLogCfOptions() {
   return cf;
 }
 
+// Copies the records of one batch into another (WriteBatch has no public
+// append). Only what Weir writes is handled; anything else fails the copy.
+class BatchCopier : public rocksdb::WriteBatch::Handler {
+ public:
+  BatchCopier(rocksdb::WriteBatch* to,
+              const std::vector<rocksdb::ColumnFamilyHandle*>& handles)
+      : to_(to), handles_(handles) {}
+
+  rocksdb::Status PutCF(uint32_t cf, const rocksdb::Slice& key,
+                        const rocksdb::Slice& value) override {
+    rocksdb::ColumnFamilyHandle* h = Find(cf);
+    return h == nullptr ? Unknown() : to_->Put(h, key, value);
+  }
+  rocksdb::Status DeleteCF(uint32_t cf, const rocksdb::Slice& key) override {
+    rocksdb::ColumnFamilyHandle* h = Find(cf);
+    return h == nullptr ? Unknown() : to_->Delete(h, key);
+  }
+  rocksdb::Status SingleDeleteCF(uint32_t cf,
+                                 const rocksdb::Slice& key) override {
+    rocksdb::ColumnFamilyHandle* h = Find(cf);
+    return h == nullptr ? Unknown() : to_->SingleDelete(h, key);
+  }
+  rocksdb::Status DeleteRangeCF(uint32_t cf, const rocksdb::Slice& begin,
+                                const rocksdb::Slice& end) override {
+    rocksdb::ColumnFamilyHandle* h = Find(cf);
+    return h == nullptr ? Unknown() : to_->DeleteRange(h, begin, end);
+  }
+  rocksdb::Status MergeCF(uint32_t cf, const rocksdb::Slice& key,
+                          const rocksdb::Slice& value) override {
+    rocksdb::ColumnFamilyHandle* h = Find(cf);
+    return h == nullptr ? Unknown() : to_->Merge(h, key, value);
+  }
+
+ private:
+  rocksdb::ColumnFamilyHandle* Find(uint32_t id) const {
+    for (rocksdb::ColumnFamilyHandle* h : handles_) {
+      if (h->GetID() == id) return h;
+    }
+    return nullptr;
+  }
+  static rocksdb::Status Unknown() {
+    return rocksdb::Status::InvalidArgument("unknown column family");
+  }
+
+  rocksdb::WriteBatch* const to_;
+  const std::vector<rocksdb::ColumnFamilyHandle*>& handles_;
+};
+
+// Most bytes of batches merged into one write.
+constexpr size_t kMaxMergedBytes = 16 << 20;
+
 }  // namespace
 
 absl::Status FromRocks(const rocksdb::Status& s, const char* what) {
@@ -110,10 +161,19 @@ absl::StatusOr<std::unique_ptr<Storage>> Storage::Open(
                                         &storage->handles_, &storage->db_);
   if (!s.ok()) return FromRocks(s, "open database");
   storage->write_options_.sync = options.sync;
+  storage->commit_thread_ =
+      std::thread([raw = storage.get()] { raw->CommitLoop(); });
   return storage;
 }
 
 Storage::~Storage() {
+  if (commit_thread_.joinable()) {
+    {
+      absl::MutexLock lock(&commit_mu_);
+      commit_stop_ = true;
+    }
+    commit_thread_.join();
+  }
   if (db_ == nullptr) return;
   for (auto* h : handles_) db_->DestroyColumnFamilyHandle(h);
   db_->Close();
@@ -121,11 +181,69 @@ Storage::~Storage() {
 }
 
 absl::Status Storage::Write(rocksdb::WriteBatch* batch) {
+  return WriteNow(batch);
+}
+
+absl::Status Storage::WriteNow(rocksdb::WriteBatch* batch) {
   absl::Status s = FromRocks(db_->Write(write_options_, batch), "write");
   if (s.ok() && range_deletes_due_.load(std::memory_order_relaxed)) {
     MaybeFlushRangeDeletes();
   }
   return s;
+}
+
+void Storage::WriteAsync(rocksdb::WriteBatch batch,
+                         std::function<void(absl::Status)> done) {
+  absl::MutexLock lock(&commit_mu_);
+  commit_queue_.push_back(PendingWrite{std::move(batch), std::move(done)});
+}
+
+void Storage::DrainAsyncWrites() {
+  absl::MutexLock lock(&commit_mu_);
+  auto drained = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(commit_mu_) {
+    return commit_queue_.empty() && !committing_;
+  };
+  commit_mu_.Await(absl::Condition(&drained));
+}
+
+void Storage::CommitLoop() {
+  for (;;) {
+    std::vector<PendingWrite> group;
+    {
+      absl::MutexLock lock(&commit_mu_);
+      auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(commit_mu_) {
+        return !commit_queue_.empty() || commit_stop_;
+      };
+      committing_ = false;
+      commit_mu_.Await(absl::Condition(&ready));
+      if (commit_queue_.empty()) return;  // Stopping, and drained.
+      committing_ = true;
+      size_t bytes = 0;
+      while (
+          !commit_queue_.empty() &&
+          (group.empty() || bytes + commit_queue_.front().batch.GetDataSize() <=
+                                kMaxMergedBytes)) {
+        bytes += commit_queue_.front().batch.GetDataSize();
+        group.push_back(std::move(commit_queue_.front()));
+        commit_queue_.pop_front();
+      }
+    }
+    absl::Status s;
+    if (group.size() == 1) {
+      s = WriteNow(&group[0].batch);
+    } else {
+      rocksdb::WriteBatch merged;
+      BatchCopier copier(&merged, handles_);
+      for (PendingWrite& w : group) {
+        if (rocksdb::Status c = w.batch.Iterate(&copier); !c.ok()) {
+          s = FromRocks(c, "merge writes");
+          break;
+        }
+      }
+      if (s.ok()) s = WriteNow(&merged);
+    }
+    for (PendingWrite& w : group) w.done(s);
+  }
 }
 
 void Storage::DeleteRange(rocksdb::WriteBatch* batch,

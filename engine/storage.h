@@ -5,12 +5,17 @@
 
 #include <array>
 #include <atomic>
+#include <deque>
+#include <functional>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
 #include "rocksdb/db.h"
 #include "rocksdb/write_batch.h"
 
@@ -42,6 +47,18 @@ class Storage {
   // that has gathered kRangeDeletesPerFlush range deletions.
   absl::Status Write(rocksdb::WriteBatch* batch);
 
+  // Like Write, without blocking the caller: `batch` is applied by the
+  // storage's commit thread, which merges every batch queued meanwhile into
+  // one write (one WAL record and fsync for all of them), then runs each
+  // `done` with the outcome, in queue order, on that thread. A merged write
+  // that fails fails every batch in it, none of which is applied. `done`
+  // must be quick and must not call Write or WriteAsync and wait.
+  void WriteAsync(rocksdb::WriteBatch batch,
+                  std::function<void(absl::Status)> done);
+  // Waits until every batch given to WriteAsync so far has been written and
+  // its `done` has returned.
+  void DrainAsyncWrites();
+
   // Adds the deletion of [begin, end) in `cf` to `batch`, and counts it.
   // Every read of a memtable fragments all of its range tombstones again
   // after a new one arrives, so a memtable that gathers thousands of them
@@ -64,6 +81,14 @@ class Storage {
 
   // Flushes the column families that have gathered enough range deletes.
   void MaybeFlushRangeDeletes();
+  // Applies `batch` and flushes range deletes when due.
+  absl::Status WriteNow(rocksdb::WriteBatch* batch);
+  void CommitLoop();
+
+  struct PendingWrite {
+    rocksdb::WriteBatch batch;
+    std::function<void(absl::Status)> done;
+  };
 
   rocksdb::DB* db_ = nullptr;
   // [0] is RocksDB's default column family; the rest as named above.
@@ -73,6 +98,14 @@ class Storage {
   // its last flush; range_deletes_due_ is set once one reaches the limit.
   std::array<std::atomic<int>, 6> range_deletes_{};
   std::atomic<bool> range_deletes_due_{false};
+
+  absl::Mutex commit_mu_;
+  std::deque<PendingWrite> commit_queue_ ABSL_GUARDED_BY(commit_mu_);
+  bool commit_stop_ ABSL_GUARDED_BY(commit_mu_) = false;
+  // A group taken off the queue is being written or its callbacks run.
+  bool committing_ ABSL_GUARDED_BY(commit_mu_) = false;
+  // Started by Open; joined (after draining the queue) by the destructor.
+  std::thread commit_thread_;
 };
 
 // Maps a RocksDB status to an absl::Status with the same meaning: no space

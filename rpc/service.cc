@@ -542,8 +542,9 @@ grpc::Status WeirService::GetQueueStats(grpc::ServerContext*,
   return grpc::Status::OK;
 }
 
-grpc::Status WeirService::Send(grpc::ServerContext*, const pb::SendRequest* req,
-                               pb::SendResponse* resp) {
+grpc::ServerUnaryReactor* WeirService::Send(grpc::CallbackServerContext* ctx,
+                                            const pb::SendRequest* req,
+                                            pb::SendResponse* resp) {
   std::vector<SendEntry> entries;
   entries.reserve(req->entries_size());
   for (const pb::SendEntry& e : req->entries()) {
@@ -556,10 +557,14 @@ grpc::Status WeirService::Send(grpc::ServerContext*, const pb::SendRequest* req,
     out.dedup_id = e.dedup_id();
     entries.push_back(std::move(out));
   }
-  auto r = engine_->Send(req->queue(), entries);
-  if (!r.ok()) return ToGrpcStatus(r.status());
-  resp->mutable_offsets()->Add(r->begin(), r->end());
-  return grpc::Status::OK;
+  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+  engine_->SendAsync(req->queue(), entries,
+                     [reactor, resp](absl::StatusOr<std::vector<uint64_t>> r) {
+                       if (r.ok())
+                         resp->mutable_offsets()->Add(r->begin(), r->end());
+                       reactor->Finish(ToGrpcStatus(r.status()));
+                     });
+  return reactor;
 }
 
 grpc::ServerUnaryReactor* WeirService::Receive(grpc::CallbackServerContext*,

@@ -14,12 +14,14 @@ namespace weir {
 // (the two code spaces are the same canonical codes).
 grpc::Status ToGrpcStatus(const absl::Status& s);
 
-// Receive and Subscribe are served with the callback API so that
-// long-polling receivers and idle streams hold no thread while they wait; the
-// other methods are synchronous. Thread-safe.
-class WeirService final
-    : public weir::v1::Weir::WithCallbackMethod_Subscribe<
-          weir::v1::Weir::WithCallbackMethod_Receive<weir::v1::Weir::Service>> {
+// Send, Receive and Subscribe are served with the callback API: a Send
+// holds no thread while its write is committed (together with every other
+// one queued meanwhile), long-polling receivers and idle streams none while
+// they wait. The other methods are synchronous. Thread-safe.
+class WeirService final : public weir::v1::Weir::WithCallbackMethod_Send<
+                              weir::v1::Weir::WithCallbackMethod_Subscribe<
+                                  weir::v1::Weir::WithCallbackMethod_Receive<
+                                      weir::v1::Weir::Service>>> {
  public:
   // `engine` is borrowed and must outlive the service.
   explicit WeirService(Engine* engine) : engine_(engine) {}
@@ -45,8 +47,9 @@ class WeirService final
   grpc::Status GetQueueStats(grpc::ServerContext* ctx,
                              const weir::v1::GetQueueStatsRequest* req,
                              weir::v1::QueueStats* resp) override;
-  grpc::Status Send(grpc::ServerContext* ctx, const weir::v1::SendRequest* req,
-                    weir::v1::SendResponse* resp) override;
+  grpc::ServerUnaryReactor* Send(grpc::CallbackServerContext* ctx,
+                                 const weir::v1::SendRequest* req,
+                                 weir::v1::SendResponse* resp) override;
   grpc::ServerUnaryReactor* Receive(grpc::CallbackServerContext* ctx,
                                     const weir::v1::ReceiveRequest* req,
                                     weir::v1::ReceiveResponse* resp) override;
