@@ -555,6 +555,17 @@ class EngineImpl : public Engine {
     return q->Delete(receipts);
   }
 
+  void DeleteAsync(absl::string_view queue,
+                   absl::Span<const std::string> receipts,
+                   DeleteCallback done) override {
+    std::shared_ptr<Queue> q = Find(queue);
+    if (q == nullptr) {
+      done(QueueNotFound(queue));
+      return;
+    }
+    q->DeleteAsync(receipts, std::move(done));
+  }
+
   absl::StatusOr<std::vector<absl::Status>> ChangeVisibility(
       absl::string_view queue,
       absl::Span<const VisibilityChange> changes) override {

@@ -400,6 +400,15 @@ class Engine {
   virtual absl::StatusOr<std::vector<absl::Status>> Delete(
       absl::string_view queue, absl::Span<const std::string> receipts) = 0;
 
+  // Delete without blocking the caller: `done` runs once with what Delete
+  // would return, on an engine thread (or on this thread when nothing needs
+  // writing). Must be quick, as for SendAsync.
+  using DeleteCallback =
+      std::function<void(absl::StatusOr<std::vector<absl::Status>>)>;
+  virtual void DeleteAsync(absl::string_view queue,
+                           absl::Span<const std::string> receipts,
+                           DeleteCallback done) = 0;
+
   // Changes lease deadlines by receipt; statuses as for Delete, plus
   // FAILED_PRECONDITION for a message already deleted.
   virtual absl::StatusOr<std::vector<absl::Status>> ChangeVisibility(

@@ -1369,32 +1369,70 @@ absl::StatusOr<std::vector<absl::Status>> Queue::Delete(
 
 absl::StatusOr<std::vector<absl::Status>> Queue::DeleteWith(
     absl::Span<const std::string> receipts, DeleteHook* hook) {
-  std::vector<absl::Status> results(receipts.size());
-  std::vector<Change> changes;
+  absl::StatusOr<std::vector<absl::Status>> out;
+  DeleteImpl(receipts, hook, /*async=*/false,
+             [&out](absl::StatusOr<std::vector<absl::Status>> r) {
+               out = std::move(r);
+             });
+  return out;
+}
+
+void Queue::DeleteAsync(absl::Span<const std::string> receipts,
+                        DeleteCallback done) {
+  if (absl::Status s = ValidateBatchSize(receipts.size(), "a delete batch");
+      !s.ok()) {
+    done(s);
+    return;
+  }
+  DeleteImpl(receipts, nullptr, /*async=*/true, std::move(done));
+}
+
+void Queue::DeleteImpl(absl::Span<const std::string> receipts, DeleteHook* hook,
+                       bool async, DeleteCallback done) {
+  // What the write's completion needs, kept alive across an async write.
+  struct Pending {
+    std::vector<std::string> receipts;
+    std::vector<absl::Status> results;
+    std::vector<Change> changes;
+    std::vector<std::pair<Group*, uint64_t>> floors_written;
+    uint64_t removed = 0;
+    absl::Time now;
+    // Told the write's outcome; null when none or nothing was written.
+    DeleteHook* hook = nullptr;
+  };
+  auto p = std::make_shared<Pending>();
+  p->results.resize(receipts.size());
+  p->now = clock_->Now();
   rocksdb::WriteBatch batch;
-  std::vector<std::pair<Group*, uint64_t>> floors_written;
-  uint64_t removed = 0;
-  const absl::Time now = clock_->Now();
   {
     absl::MutexLock lock(&mu_);
-    if (absl::Status s = EnterLocked(); !s.ok()) return s;
-    changes = ResolveReceiptsLocked(receipts, /*deleting=*/true, &results);
-    if (!closed_.ok()) return closed_;
-    if (changes.empty()) {
-      FillDuplicates(receipts, &results);
-      return results;
+    if (absl::Status s = EnterLocked(); !s.ok()) {
+      done(s);
+      return;
     }
-    for (const Change& c : changes) {
-      if (uint64_t f = MaybeWriteFloorLocked(*c.group, now, &batch); f > 0) {
-        floors_written.emplace_back(c.group, f);
+    p->changes =
+        ResolveReceiptsLocked(receipts, /*deleting=*/true, &p->results);
+    if (!closed_.ok()) {
+      done(closed_);
+      return;
+    }
+    if (p->changes.empty()) {
+      FillDuplicates(receipts, &p->results);
+      done(std::move(p->results));
+      return;
+    }
+    for (const Change& c : p->changes) {
+      if (uint64_t f = MaybeWriteFloorLocked(*c.group, p->now, &batch); f > 0) {
+        p->floors_written.emplace_back(c.group, f);
       }
     }
-    removed = MaybeRemoveLocked(now, &batch);
+    p->removed = MaybeRemoveLocked(p->now, &batch);
     ++writes_in_flight_;
   }
+  p->receipts.assign(receipts.begin(), receipts.end());
 
   absl::flat_hash_map<uint32_t, uint64_t> per_group;
-  for (const Change& c : changes) {
+  for (const Change& c : p->changes) {
     const std::string key =
         keys::GroupOffset(id_, c.group->state.id(), c.offset);
     batch.Delete(storage_->leases(), key);
@@ -1407,40 +1445,52 @@ absl::StatusOr<std::vector<absl::Status>> Queue::DeleteWith(
     batch.Merge(storage_->meta(), keys::Counters(id_, gid),
                 EncodeCounters(delta));
   }
-  absl::Status st;
+
+  auto finish = [self = shared_from_this(), p,
+                 done = std::move(done)](absl::Status st) {
+    if (p->hook != nullptr) p->hook->AfterWrite(st.ok());
+    std::vector<std::shared_ptr<QueueWaiter>> wake;
+    {
+      absl::MutexLock lock(&self->mu_);
+      for (const Change& c : p->changes) {
+        if (st.ok()) {
+          self->OnGoneLocked(*c.group, c.offset, /*deleted=*/true, &wake);
+          ++c.group->counters.deleted;
+        } else {
+          c.group->state.AbortChange(c.offset);
+        }
+        p->results[c.index] = st;
+      }
+      for (auto [g, f] : p->floors_written) {
+        self->FinishFloorWriteLocked(*g, f, st.ok());
+      }
+      self->FinishRemoveLocked(p->removed, st.ok());
+      if (st.ok()) self->UpdateLogicalFloorLocked(p->now);
+      self->ScheduleCheckLocked();
+      --self->writes_in_flight_;
+      self->changed_.SignalAll();
+    }
+    WakeAll(wake);
+    FillDuplicates(p->receipts, &p->results);
+    done(std::move(p->results));
+  };
+
   if (hook != nullptr) {
     std::vector<size_t> indexes;
-    indexes.reserve(changes.size());
-    for (const Change& c : changes) indexes.push_back(c.index);
-    st = hook->BeforeWrite(indexes, &batch);
-  }
-  if (st.ok()) {
-    st = storage_->Write(&batch);
-    if (hook != nullptr) hook->AfterWrite(st.ok());
-  }
-
-  std::vector<std::shared_ptr<QueueWaiter>> wake;
-  {
-    absl::MutexLock lock(&mu_);
-    for (const Change& c : changes) {
-      if (st.ok()) {
-        OnGoneLocked(*c.group, c.offset, /*deleted=*/true, &wake);
-        ++c.group->counters.deleted;
-      } else {
-        c.group->state.AbortChange(c.offset);
-      }
-      results[c.index] = st;
+    indexes.reserve(p->changes.size());
+    for (const Change& c : p->changes) indexes.push_back(c.index);
+    if (absl::Status st = hook->BeforeWrite(indexes, &batch); !st.ok()) {
+      // Nothing was written: AfterWrite is not due.
+      finish(st);
+      return;
     }
-    for (auto [g, f] : floors_written) FinishFloorWriteLocked(*g, f, st.ok());
-    FinishRemoveLocked(removed, st.ok());
-    if (st.ok()) UpdateLogicalFloorLocked(now);
-    ScheduleCheckLocked();
-    --writes_in_flight_;
-    changed_.SignalAll();
+    p->hook = hook;
   }
-  WakeAll(wake);
-  FillDuplicates(receipts, &results);
-  return results;
+  if (async) {
+    storage_->WriteAsync(std::move(batch), std::move(finish));
+  } else {
+    finish(storage_->Write(&batch));
+  }
 }
 
 absl::StatusOr<std::vector<absl::Status>> Queue::ChangeVisibility(

@@ -104,6 +104,11 @@ class Queue : public std::enable_shared_from_this<Queue> {
 
   absl::StatusOr<std::vector<absl::Status>> Delete(
       absl::Span<const std::string> receipts);
+  // Delete without blocking: `done` runs on the storage's commit thread (or
+  // at once on this thread when nothing needs writing).
+  using DeleteCallback =
+      std::function<void(absl::StatusOr<std::vector<absl::Status>>)>;
+  void DeleteAsync(absl::Span<const std::string> receipts, DeleteCallback done);
   absl::StatusOr<std::vector<absl::Status>> ChangeVisibility(
       absl::Span<const VisibilityChange> changes);
 
@@ -216,6 +221,10 @@ class Queue : public std::enable_shared_from_this<Queue> {
       const ReceiveOptions& options, const std::shared_ptr<QueueWaiter>& waiter,
       bool* parked, bool* more);
 
+  // Delete, with `hook` (may be null; sync only) joining the write; `done`
+  // gets the outcome.
+  void DeleteImpl(absl::Span<const std::string> receipts, DeleteHook* hook,
+                  bool async, DeleteCallback done);
   // Delete, with `hook` (may be null) joining the write.
   absl::StatusOr<std::vector<absl::Status>> DeleteWith(
       absl::Span<const std::string> receipts, DeleteHook* hook);

@@ -578,15 +578,19 @@ WeirService::Subscribe(grpc::CallbackServerContext*) {
   return new SubscribeReactor(engine_);
 }
 
-grpc::Status WeirService::Delete(grpc::ServerContext*,
-                                 const pb::DeleteRequest* req,
-                                 pb::DeleteResponse* resp) {
+grpc::ServerUnaryReactor* WeirService::Delete(grpc::CallbackServerContext* ctx,
+                                              const pb::DeleteRequest* req,
+                                              pb::DeleteResponse* resp) {
   std::vector<std::string> receipts(req->receipt_handles().begin(),
                                     req->receipt_handles().end());
-  auto r = engine_->Delete(req->queue(), receipts);
-  if (!r.ok()) return ToGrpcStatus(r.status());
-  ToProto(*r, resp->mutable_results());
-  return grpc::Status::OK;
+  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+  engine_->DeleteAsync(
+      req->queue(), receipts,
+      [reactor, resp](absl::StatusOr<std::vector<absl::Status>> r) {
+        if (r.ok()) ToProto(*r, resp->mutable_results());
+        reactor->Finish(ToGrpcStatus(r.status()));
+      });
+  return reactor;
 }
 
 grpc::Status WeirService::ChangeVisibility(

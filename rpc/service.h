@@ -14,14 +14,16 @@ namespace weir {
 // (the two code spaces are the same canonical codes).
 grpc::Status ToGrpcStatus(const absl::Status& s);
 
-// Send, Receive and Subscribe are served with the callback API: a Send
-// holds no thread while its write is committed (together with every other
-// one queued meanwhile), long-polling receivers and idle streams none while
-// they wait. The other methods are synchronous. Thread-safe.
-class WeirService final : public weir::v1::Weir::WithCallbackMethod_Send<
-                              weir::v1::Weir::WithCallbackMethod_Subscribe<
-                                  weir::v1::Weir::WithCallbackMethod_Receive<
-                                      weir::v1::Weir::Service>>> {
+// Send, Delete, Receive and Subscribe are served with the callback API: a
+// Send or Delete holds no thread while its write is committed (together with
+// every other one queued meanwhile), long-polling receivers and idle streams
+// none while they wait. The other methods are synchronous. Thread-safe.
+class WeirService final
+    : public weir::v1::Weir::WithCallbackMethod_Delete<
+          weir::v1::Weir::WithCallbackMethod_Send<
+              weir::v1::Weir::WithCallbackMethod_Subscribe<
+                  weir::v1::Weir::WithCallbackMethod_Receive<
+                      weir::v1::Weir::Service>>>> {
  public:
   // `engine` is borrowed and must outlive the service.
   explicit WeirService(Engine* engine) : engine_(engine) {}
@@ -56,9 +58,9 @@ class WeirService final : public weir::v1::Weir::WithCallbackMethod_Send<
   grpc::ServerBidiReactor<weir::v1::SubscribeRequest,
                           weir::v1::SubscribeResponse>*
   Subscribe(grpc::CallbackServerContext* ctx) override;
-  grpc::Status Delete(grpc::ServerContext* ctx,
-                      const weir::v1::DeleteRequest* req,
-                      weir::v1::DeleteResponse* resp) override;
+  grpc::ServerUnaryReactor* Delete(grpc::CallbackServerContext* ctx,
+                                   const weir::v1::DeleteRequest* req,
+                                   weir::v1::DeleteResponse* resp) override;
   grpc::Status ChangeVisibility(
       grpc::ServerContext* ctx, const weir::v1::ChangeVisibilityRequest* req,
       weir::v1::ChangeVisibilityResponse* resp) override;
