@@ -150,31 +150,53 @@ void Producer::Run() {
   }
 }
 
+ProducerStats Producer::stats() const {
+  absl::MutexLock lock(&mu_);
+  return stats_;
+}
+
+absl::StatusOr<std::vector<uint64_t>> Producer::SendCall(
+    const std::vector<v1::SendEntry>& entries) {
+  {
+    absl::MutexLock lock(&mu_);
+    ++stats_.batches;
+    stats_.largest_batch =
+        std::max<uint64_t>(stats_.largest_batch, entries.size());
+  }
+  return client_.Send(options_.queue, entries, options_.call);
+}
+
+void Producer::Report(Pending& pending, absl::StatusOr<uint64_t> result) {
+  {
+    absl::MutexLock lock(&mu_);
+    ++(result.ok() ? stats_.succeeded : stats_.failed);
+  }
+  pending.done(std::move(result));
+}
+
 void Producer::SendBatch(std::deque<Pending>& batch) {
   std::vector<v1::SendEntry> entries;
   entries.reserve(batch.size());
   for (const Pending& pending : batch) entries.push_back(pending.entry);
-  absl::StatusOr<std::vector<uint64_t>> offsets =
-      client_.Send(options_.queue, entries, options_.call);
+  absl::StatusOr<std::vector<uint64_t>> offsets = SendCall(entries);
   if (offsets.ok()) {
-    for (size_t i = 0; i < batch.size(); ++i) batch[i].done((*offsets)[i]);
+    for (size_t i = 0; i < batch.size(); ++i) Report(batch[i], (*offsets)[i]);
     return;
   }
   if (offsets.status().code() == absl::StatusCode::kInvalidArgument &&
       batch.size() > 1) {
     // Send is all or nothing, so nothing was stored: find the bad entries.
     for (size_t i = 0; i < batch.size(); ++i) {
-      absl::StatusOr<std::vector<uint64_t>> one =
-          client_.Send(options_.queue, {entries[i]}, options_.call);
+      absl::StatusOr<std::vector<uint64_t>> one = SendCall({entries[i]});
       if (one.ok()) {
-        batch[i].done(one->front());
+        Report(batch[i], one->front());
       } else {
-        batch[i].done(one.status());
+        Report(batch[i], one.status());
       }
     }
     return;
   }
-  for (Pending& pending : batch) pending.done(offsets.status());
+  for (Pending& pending : batch) Report(pending, offsets.status());
 }
 
 }  // namespace weir

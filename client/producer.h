@@ -17,6 +17,7 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
@@ -46,6 +47,15 @@ struct ProducerOptions {
   bool block_when_full = true;
   // The deadline of each Send call.
   CallOptions call;
+};
+
+// Counters, for monitoring and tests.
+struct ProducerStats {
+  uint64_t batches = 0;        // Send calls made (retries of single entries
+                               // after an INVALID_ARGUMENT batch included)
+  uint64_t largest_batch = 0;  // most messages in one Send call
+  uint64_t succeeded = 0;      // messages stored
+  uint64_t failed = 0;         // messages that got an error
 };
 
 // Batches are sent one at a time, in the order the messages were given, so
@@ -88,6 +98,8 @@ class Producer {
   // FAILED_PRECONDITION. Idempotent.
   void Close();
 
+  ProducerStats stats() const;
+
  private:
   struct Pending {
     v1::SendEntry entry;
@@ -99,6 +111,11 @@ class Producer {
   void Run();
   // Sends `batch` and reports every result.
   void SendBatch(std::deque<Pending>& batch);
+  // One Send call, counted in stats_.
+  absl::StatusOr<std::vector<uint64_t>> SendCall(
+      const std::vector<v1::SendEntry>& entries);
+  // Calls `pending.done` with `result`, counted in stats_.
+  void Report(Pending& pending, absl::StatusOr<uint64_t> result);
   // True when the sending thread should take a batch now.
   bool BatchReady() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
@@ -119,6 +136,7 @@ class Producer {
   // The sending thread ignores linger until answered_total_ reaches this.
   uint64_t flush_until_ ABSL_GUARDED_BY(mu_) = 0;
   bool closing_ ABSL_GUARDED_BY(mu_) = false;
+  ProducerStats stats_ ABSL_GUARDED_BY(mu_);
 
   std::once_flag close_once_;
   std::thread sender_;
