@@ -153,6 +153,11 @@ bool Consumer::failed() const {
   return !status_.ok();
 }
 
+bool Consumer::stopping() const {
+  absl::MutexLock lock(&mu_);
+  return stopping_;
+}
+
 ConsumerStats Consumer::stats() const {
   absl::MutexLock lock(&mu_);
   return stats_;

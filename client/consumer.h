@@ -135,6 +135,9 @@ class Consumer {
   absl::Status status() const;
   // True once the consumer has given up on a non-retryable error.
   bool failed() const;
+  // True once Stop has been called: a long handler may check it and return
+  // early (an error releases its message for another consumer).
+  bool stopping() const;
   ConsumerStats stats() const;
 
  private:
