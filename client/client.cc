@@ -152,6 +152,7 @@ void Client::SetDeadline(grpc::ClientContext& context, const CallOptions& call,
                                      ? call.timeout
                                      : options_.default_timeout;
   context.set_deadline(absl::ToChronoTime(absl::Now() + timeout + extra));
+  context.set_wait_for_ready(call.wait_for_ready);
 }
 
 absl::StatusOr<v1::CreateQueueResponse> Client::CreateQueue(

@@ -59,6 +59,9 @@ struct ClientOptions {
 struct CallOptions {
   // The call's deadline from now. Zero: ClientOptions::default_timeout.
   absl::Duration timeout = absl::ZeroDuration();
+  // While the channel cannot connect (server down or restarting), wait for
+  // it until the deadline instead of failing at once with UNAVAILABLE.
+  bool wait_for_ready = false;
 };
 
 struct ReceiveOptions {
@@ -188,7 +191,7 @@ class Client {
   const ClientOptions& options() const { return options_; }
 
   // Sets `context`'s deadline from `call` (or the default timeout), plus
-  // `extra`.
+  // `extra`, and its wait_for_ready.
   void SetDeadline(grpc::ClientContext& context, const CallOptions& call,
                    absl::Duration extra = absl::ZeroDuration()) const;
 

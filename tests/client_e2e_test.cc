@@ -1,6 +1,8 @@
 // weir::Client and weir::Producer against the real server: every typed call
 // once, errors with the server's code and message, and the producer's
 // batching by count, bytes and linger time with per-message results.
+#include <signal.h>
+
 #include <atomic>
 #include <cstdint>
 #include <future>
@@ -183,8 +185,11 @@ TEST_F(ClientE2ETest, GroupsAndRedrive) {
 
 TEST_F(ClientE2ETest, PerCallDeadline) {
   const std::string queue = NewQueue("client-deadline");
+  // A frozen server answers nothing: the call ends at its deadline.
+  ASSERT_EQ(kill(server().pid(), SIGSTOP), 0);
   absl::StatusOr<v1::QueueStats> stats = weir().GetQueueStats(
-      queue, "", CallOptions{.timeout = absl::Nanoseconds(1)});
+      queue, "", CallOptions{.timeout = absl::Milliseconds(200)});
+  ASSERT_EQ(kill(server().pid(), SIGCONT), 0);
   EXPECT_EQ(stats.status().code(), absl::StatusCode::kDeadlineExceeded)
       << stats.status();
   // A long poll's deadline is the timeout plus its wait.

@@ -357,8 +357,9 @@ TEST(ConsumerRestartTest, ServerKillLosesNothingAndConsumerCarriesOn) {
   // Sent to the restarted server: the consumer must pick these up too.
   std::vector<v1::SendEntry> more(kAfter);
   for (int i = 0; i < kAfter; ++i) more[i].set_body(absl::StrCat("n", i));
-  absl::StatusOr<std::vector<uint64_t>> offsets =
-      (*weir)->Send(queue, more, CallOptions{.timeout = absl::Seconds(60)});
+  absl::StatusOr<std::vector<uint64_t>> offsets = (*weir)->Send(
+      queue, more,
+      CallOptions{.timeout = absl::Seconds(60), .wait_for_ready = true});
   ASSERT_TRUE(offsets.ok()) << offsets.status();
   EXPECT_EQ(offsets->front(), static_cast<uint64_t>(kBefore));
 
