@@ -311,9 +311,10 @@ TEST_F(ConsumerE2ETest, ConsumersInOneGroupShareAndGroupsFanOut) {
   }
 }
 
-// A server killed and restarted (on the same port) under a running consumer:
-// nothing is lost and the consumer carries on by itself.
-TEST(ConsumerRestartTest, ServerKillLosesNothingAndConsumerCarriesOn) {
+// A server killed and restarted (on the same port) under a running consumer,
+// then restarted cleanly: nothing is lost and the consumer carries on by
+// itself.
+TEST(ConsumerRestartTest, ServerKillAndRestartLoseNothingAndConsumerCarriesOn) {
   absl::StatusOr<std::unique_ptr<ServerProcess>> server =
       ServerProcess::Start(ServerOptions{.keep_port = true});
   ASSERT_TRUE(server.ok()) << server.status();
@@ -371,11 +372,33 @@ TEST(ConsumerRestartTest, ServerKillLosesNothingAndConsumerCarriesOn) {
         return s.ready() == 0 && s.in_flight() == 0 && s.delayed() == 0;
       });
   EXPECT_EQ(stats.next_offset(), static_cast<uint64_t>(kBefore + kAfter));
+
+  // A clean restart (SIGTERM) while the consumer is busy: the server ends
+  // the stream with UNAVAILABLE and the consumer comes back again.
+  constexpr int kTotal = kBefore + kAfter + 200;
+  std::vector<v1::SendEntry> third(kTotal - kBefore - kAfter);
+  for (size_t i = 0; i < third.size(); ++i) third[i].set_body("t");
+  ASSERT_TRUE((*weir)->Send(queue, third).ok());
+  ASSERT_TRUE(Eventually(consumer, [&] {
+    return recorder.SucceededCount() >= kBefore + kAfter + 20;
+  }));
+  ASSERT_TRUE((*server)->Restart().ok());
+  ASSERT_TRUE(
+      Eventually(consumer, [&] { return recorder.AllSucceeded(kTotal); }))
+      << "handled " << recorder.SucceededCount() << " of " << kTotal;
+  WaitForStats(**weir, queue, [](const v1::QueueStats& s) {
+    return s.ready() == 0 && s.in_flight() == 0 && s.delayed() == 0;
+  });
   consumer.Stop();
   EXPECT_TRUE(consumer.status().ok()) << consumer.status();
-  EXPECT_GE(consumer.stats().streams_opened, 2u);
+  EXPECT_GE(consumer.stats().streams_opened, 3u);
   absl::MutexLock lock(&errors_mu);
-  EXPECT_FALSE(errors.empty()) << "the stream never broke";
+  EXPECT_GE(errors.size(), 2u) << "the stream broke fewer than twice";
+  bool unavailable = false;
+  for (const absl::Status& error : errors) {
+    unavailable |= error.code() == absl::StatusCode::kUnavailable;
+  }
+  EXPECT_TRUE(unavailable) << "no UNAVAILABLE among the stream errors";
 }
 
 }  // namespace
