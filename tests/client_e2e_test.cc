@@ -351,7 +351,9 @@ TEST_F(ClientE2ETest, ProducerCloseFlushesAndConcurrentSendsKeepOrder) {
     bool first = true;
     for (const absl::StatusOr<uint64_t>& result : Results(per_thread)) {
       ASSERT_TRUE(result.ok()) << result.status();
-      if (!first) EXPECT_GT(*result, previous) << "offsets out of Send order";
+      if (!first) {
+        EXPECT_GT(*result, previous) << "offsets out of Send order";
+      }
       previous = *result;
       first = false;
       offsets.insert(*result);
