@@ -13,6 +13,7 @@
 #include <functional>
 #include <iostream>
 #include <iterator>
+#include <limits>
 #include <map>
 #include <memory>
 #include <string>
@@ -28,14 +29,17 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "client/channel.h"
+#include "client/client.h"
 #include "grpcpp/grpcpp.h"
 #include "weir/v1/weir.grpc.pb.h"
 
 namespace weir {
 namespace {
 
-// Most entries one Send, Delete or ChangeVisibility call may carry.
-constexpr int kMaxBatchEntries = 1000;
+// Most entries one Send call may carry.
+constexpr size_t kMaxBatchEntries = 1000;
+// Credit `tail` keeps granted: how many messages may be on their way.
+constexpr int64_t kTailCredit = 100;
 // A Send batch stops growing at this many body bytes, keeping each request
 // under gRPC's default 4 MiB limit on what a server accepts.
 constexpr size_t kMaxBatchBytes = size_t{3} << 20;
@@ -103,15 +107,21 @@ std::string FormatQueue(const v1::Queue& queue) {
   return line;
 }
 
+// "<gRPC code name>: <message>", e.g. "NOT_FOUND: queue ...".
+std::string FormatStatus(const absl::Status& status) {
+  return absl::StrCat(StatusCodeName(static_cast<int>(status.code())), ": ",
+                      status.message());
+}
+
 // Prints a failed call the way every command reports errors; returns the exit
 // status for it.
-int ReportError(const grpc::Status& status) {
+int ReportError(const absl::Status& status) {
   std::cerr << "error: " << FormatStatus(status) << "\n";
   return 1;
 }
 
 int ReportInvalidArgument(const std::string& message) {
-  return ReportError(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, message));
+  return ReportError(absl::InvalidArgumentError(message));
 }
 
 // Splits the KEY=VALUE strings of --attr into `attributes`.
@@ -269,25 +279,29 @@ struct ReceiveArgs {
   int64_t wait_ms = 0;
 };
 
-// The commands, each one or a few calls on one stub. Every method returns the
-// process exit status.
+struct TailArgs {
+  std::string queue;
+  std::string group;
+  bool delete_messages = false;
+  int64_t visibility_timeout_ms = 0;
+  bool visibility_timeout_given = false;
+  // 0 = until interrupted or the stream ends.
+  int64_t count = 0;
+};
+
+// The commands, each one or a few calls on one client. Every method returns
+// the process exit status.
 class Session {
  public:
-  Session(std::unique_ptr<v1::Weir::Stub> stub, absl::Duration timeout)
-      : stub_(std::move(stub)), timeout_(timeout) {}
+  explicit Session(std::unique_ptr<Client> client)
+      : client_(std::move(client)) {}
 
   int CreateQueue(const CreateArgs& args) {
-    v1::CreateQueueRequest request;
-    request.set_name(args.queue);
-    *request.mutable_config() = ConfigOf(args);
-    v1::CreateQueueResponse response;
-    grpc::ClientContext context;
-    SetDeadline(context);
-    const grpc::Status status =
-        stub_->CreateQueue(&context, request, &response);
-    if (!status.ok()) return ReportError(status);
-    std::cout << FormatQueue(response.queue())
-              << "\tcreated=" << (response.created() ? "true" : "false")
+    absl::StatusOr<v1::CreateQueueResponse> response =
+        client_->CreateQueue(args.queue, ConfigOf(args));
+    if (!response.ok()) return ReportError(response.status());
+    std::cout << FormatQueue(response->queue())
+              << "\tcreated=" << (response->created() ? "true" : "false")
               << "\n";
     return 0;
   }
@@ -295,94 +309,54 @@ class Session {
   // Sets the fields of `args` named in `paths` (QueueConfig field names).
   int UpdateQueue(const CreateArgs& args,
                   const std::vector<std::string>& paths) {
-    v1::UpdateQueueRequest request;
-    request.set_name(args.queue);
-    *request.mutable_config() = ConfigOf(args);
-    for (const std::string& path : paths) {
-      request.mutable_update_mask()->add_paths(path);
-    }
-    v1::Queue response;
-    grpc::ClientContext context;
-    SetDeadline(context);
-    const grpc::Status status =
-        stub_->UpdateQueue(&context, request, &response);
-    if (!status.ok()) return ReportError(status);
-    std::cout << FormatQueue(response) << "\n";
+    absl::StatusOr<v1::Queue> response =
+        client_->UpdateQueue(args.queue, ConfigOf(args), paths);
+    if (!response.ok()) return ReportError(response.status());
+    std::cout << FormatQueue(*response) << "\n";
     return 0;
   }
 
   int ListQueues(const std::string& prefix) {
-    v1::ListQueuesRequest request;
-    request.set_prefix(prefix);
-    do {
-      v1::ListQueuesResponse response;
-      grpc::ClientContext context;
-      SetDeadline(context);
-      const grpc::Status status =
-          stub_->ListQueues(&context, request, &response);
-      if (!status.ok()) return ReportError(status);
-      for (const v1::Queue& queue : response.queues()) {
-        std::cout << FormatQueue(queue) << "\n";
-      }
-      request.set_page_token(response.next_page_token());
-    } while (!request.page_token().empty());
+    absl::StatusOr<std::vector<v1::Queue>> queues = client_->ListQueues(prefix);
+    if (!queues.ok()) return ReportError(queues.status());
+    for (const v1::Queue& queue : *queues) {
+      std::cout << FormatQueue(queue) << "\n";
+    }
     return 0;
   }
 
   int GetQueue(const std::string& queue) {
-    v1::GetQueueRequest request;
-    request.set_name(queue);
-    v1::Queue response;
-    grpc::ClientContext context;
-    SetDeadline(context);
-    const grpc::Status status = stub_->GetQueue(&context, request, &response);
-    if (!status.ok()) return ReportError(status);
-    std::cout << FormatQueue(response) << "\n";
+    absl::StatusOr<v1::Queue> response = client_->GetQueue(queue);
+    if (!response.ok()) return ReportError(response.status());
+    std::cout << FormatQueue(*response) << "\n";
     return 0;
   }
 
   int GetQueueStats(const std::string& queue, const std::string& group) {
-    v1::GetQueueStatsRequest request;
-    request.set_name(queue);
-    request.set_group(group);
-    v1::QueueStats stats;
-    grpc::ClientContext context;
-    SetDeadline(context);
-    const grpc::Status status = stub_->GetQueueStats(&context, request, &stats);
-    if (!status.ok()) return ReportError(status);
-    std::cout << "ready=" << stats.ready() << "\n"
-              << "in_flight=" << stats.in_flight() << "\n"
-              << "delayed=" << stats.delayed() << "\n"
-              << "oldest_ready_age_ms=" << stats.oldest_ready_age_ms() << "\n"
-              << "sent_total=" << stats.sent_total() << "\n"
-              << "received_total=" << stats.received_total() << "\n"
-              << "deleted_total=" << stats.deleted_total() << "\n"
-              << "next_offset=" << stats.next_offset() << "\n";
+    absl::StatusOr<v1::QueueStats> stats = client_->GetQueueStats(queue, group);
+    if (!stats.ok()) return ReportError(stats.status());
+    std::cout << "ready=" << stats->ready() << "\n"
+              << "in_flight=" << stats->in_flight() << "\n"
+              << "delayed=" << stats->delayed() << "\n"
+              << "oldest_ready_age_ms=" << stats->oldest_ready_age_ms() << "\n"
+              << "sent_total=" << stats->sent_total() << "\n"
+              << "received_total=" << stats->received_total() << "\n"
+              << "deleted_total=" << stats->deleted_total() << "\n"
+              << "next_offset=" << stats->next_offset() << "\n";
     return 0;
   }
 
   int DeleteQueue(const std::string& queue) {
-    v1::DeleteQueueRequest request;
-    request.set_name(queue);
-    v1::DeleteQueueResponse response;
-    grpc::ClientContext context;
-    SetDeadline(context);
-    const grpc::Status status =
-        stub_->DeleteQueue(&context, request, &response);
+    const absl::Status status = client_->DeleteQueue(queue);
     if (!status.ok()) return ReportError(status);
     std::cout << "deleted queue " << queue << "\n";
     return 0;
   }
 
   int PurgeQueue(const std::string& queue) {
-    v1::PurgeQueueRequest request;
-    request.set_name(queue);
-    v1::PurgeQueueResponse response;
-    grpc::ClientContext context;
-    SetDeadline(context);
-    const grpc::Status status = stub_->PurgeQueue(&context, request, &response);
-    if (!status.ok()) return ReportError(status);
-    std::cout << "purged=" << response.purged() << "\n";
+    absl::StatusOr<uint64_t> purged = client_->PurgeQueue(queue);
+    if (!purged.ok()) return ReportError(purged.status());
+    std::cout << "purged=" << *purged << "\n";
     return 0;
   }
 
@@ -412,126 +386,172 @@ class Session {
 
     size_t next = 0;
     while (next < bodies.size()) {
-      v1::SendRequest request;
-      request.set_queue(args.queue);
+      std::vector<v1::SendEntry> entries;
       size_t batch_bytes = 0;
-      while (next < bodies.size() &&
-             request.entries_size() < kMaxBatchEntries &&
-             (request.entries_size() == 0 ||
+      while (next < bodies.size() && entries.size() < kMaxBatchEntries &&
+             (entries.empty() ||
               batch_bytes + bodies[next].size() <= kMaxBatchBytes)) {
         batch_bytes += bodies[next].size();
-        v1::SendEntry* entry = request.add_entries();
-        entry->set_body(std::move(bodies[next++]));
-        entry->mutable_attributes()->insert(attributes.begin(),
-                                            attributes.end());
-        if (args.delay_given) entry->set_delay_ms(args.delay_ms);
-        entry->set_ordering_key(args.ordering_key);
-        entry->set_dedup_id(args.dedup_id);
+        v1::SendEntry& entry = entries.emplace_back();
+        entry.set_body(std::move(bodies[next++]));
+        entry.mutable_attributes()->insert(attributes.begin(),
+                                           attributes.end());
+        if (args.delay_given) entry.set_delay_ms(args.delay_ms);
+        entry.set_ordering_key(args.ordering_key);
+        entry.set_dedup_id(args.dedup_id);
       }
-      v1::SendResponse response;
-      grpc::ClientContext context;
-      SetDeadline(context);
-      const grpc::Status status = stub_->Send(&context, request, &response);
-      if (!status.ok()) return ReportError(status);
-      for (const uint64_t offset : response.offsets()) {
-        std::cout << offset << "\n";
-      }
+      absl::StatusOr<std::vector<uint64_t>> offsets =
+          client_->Send(args.queue, entries);
+      if (!offsets.ok()) return ReportError(offsets.status());
+      for (const uint64_t offset : *offsets) std::cout << offset << "\n";
     }
     return 0;
   }
 
   // Prints one line per message (FormatMessage).
   int Receive(const ReceiveArgs& args) {
-    v1::ReceiveRequest request;
-    request.set_queue(args.queue);
-    request.set_group(args.group);
-    request.set_max_messages(args.max_messages);
+    ReceiveOptions options;
+    options.group = args.group;
+    options.max_messages = args.max_messages;
     if (args.visibility_timeout_given) {
-      request.set_visibility_timeout_ms(args.visibility_timeout_ms);
+      options.visibility_timeout =
+          absl::Milliseconds(args.visibility_timeout_ms);
     }
-    request.set_wait_time_ms(args.wait_ms);
-    v1::ReceiveResponse response;
-    grpc::ClientContext context;
-    // The long poll may use all of --wait before the server starts answering.
-    SetDeadline(context,
-                absl::Milliseconds(std::max<int64_t>(args.wait_ms, 0)));
-    const grpc::Status status = stub_->Receive(&context, request, &response);
-    if (!status.ok()) return ReportError(status);
-    for (const v1::Message& message : response.messages()) {
+    options.wait = absl::Milliseconds(args.wait_ms);
+    absl::StatusOr<std::vector<v1::Message>> messages =
+        client_->Receive(args.queue, options);
+    if (!messages.ok()) return ReportError(messages.status());
+    for (const v1::Message& message : *messages) {
       std::cout << FormatMessage(message, /*leased=*/true) << "\n";
     }
     return 0;
   }
 
+  // Prints messages as the server pushes them over Subscribe, one line each
+  // as Receive does, flushed at once; with --delete, deletes each once
+  // printed. Without --delete the messages stay leased to the stream and the
+  // server releases them when tail exits. Ends after args.count messages
+  // (then waits for the deletes to be confirmed), or when the stream ends.
+  int Tail(const TailArgs& args) {
+    if (args.count < 0) {
+      return ReportInvalidArgument("-n must not be negative");
+    }
+    grpc::ClientContext context;
+    std::unique_ptr<
+        grpc::ClientReaderWriter<v1::SubscribeRequest, v1::SubscribeResponse>>
+        stream = client_->stub().Subscribe(&context);
+    // How many messages may still be granted: the rest of -n, or unbounded.
+    int64_t grantable =
+        args.count > 0 ? args.count : std::numeric_limits<int64_t>::max();
+    const auto grant = [&grantable](int64_t want) {
+      const int64_t credit = std::min(want, grantable);
+      grantable -= credit;
+      return static_cast<int32_t>(credit);
+    };
+    v1::SubscribeRequest first;
+    first.mutable_start()->set_queue(args.queue);
+    first.mutable_start()->set_group(args.group);
+    if (args.visibility_timeout_given) {
+      first.mutable_start()->set_visibility_timeout_ms(
+          args.visibility_timeout_ms);
+    }
+    first.set_credit(grant(kTailCredit));
+    int exit_code = 0;
+    int64_t printed = 0;
+    uint64_t next_request_id = 1;
+    // Requests carrying deletes that the server has not answered yet.
+    int64_t unanswered = 0;
+    bool done = false;
+    if (stream->Write(first)) {
+      v1::SubscribeResponse response;
+      while (!done && stream->Read(&response)) {
+        v1::SubscribeRequest request;
+        for (const v1::Message& message : response.messages()) {
+          std::cout << FormatMessage(message, /*leased=*/true) << std::endl;
+          ++printed;
+          if (args.delete_messages) {
+            request.add_delete_receipt_handles(message.receipt_handle());
+          }
+        }
+        if (response.has_ack()) {
+          --unanswered;
+          const v1::SubscribeAck& ack = response.ack();
+          for (int i = 0; i < ack.delete_results_size(); ++i) {
+            const v1::EntryResult& result = ack.delete_results(i);
+            if (result.code() == grpc::StatusCode::OK) continue;
+            std::cerr << "error: delete: " << StatusCodeName(result.code())
+                      << ": " << result.message() << "\n";
+            exit_code = 1;
+          }
+        }
+        request.set_credit(grant(response.messages_size()));
+        if (request.delete_receipt_handles_size() > 0) {
+          request.set_request_id(next_request_id++);
+          ++unanswered;
+        }
+        if ((request.credit() > 0 ||
+             request.delete_receipt_handles_size() > 0) &&
+            !stream->Write(request)) {
+          break;  // The stream broke; Finish says why.
+        }
+        done = args.count > 0 && printed >= args.count && unanswered == 0;
+      }
+    }
+    if (done) {
+      // Everything asked for is printed and deleted: close the stream. The
+      // server releases what it still leases to it (nothing with --delete).
+      stream->WritesDone();
+      context.TryCancel();
+      stream->Finish();
+      return exit_code;
+    }
+    const grpc::Status status = stream->Finish();
+    if (!status.ok()) return ReportError(FromGrpcStatus(status));
+    if (args.count > 0 && printed < args.count) {
+      std::cerr << "error: the server ended the stream after " << printed
+                << " of " << args.count << " messages\n";
+      return 1;
+    }
+    return exit_code;
+  }
+
   int Redrive(const std::string& dlq, const std::string& to_queue,
               int32_t max_messages) {
-    v1::RedriveRequest request;
-    request.set_queue(dlq);
-    request.set_to_queue(to_queue);
-    request.set_max_messages(max_messages);
-    v1::RedriveResponse response;
-    grpc::ClientContext context;
-    SetDeadline(context);
-    const grpc::Status status = stub_->Redrive(&context, request, &response);
-    if (!status.ok()) return ReportError(status);
-    std::cout << "moved=" << response.moved() << "\n";
+    absl::StatusOr<uint64_t> moved =
+        client_->Redrive(dlq, to_queue, max_messages);
+    if (!moved.ok()) return ReportError(moved.status());
+    std::cout << "moved=" << *moved << "\n";
     return 0;
   }
 
   int CreateGroup(const std::string& queue, const std::string& group,
                   const v1::LogPosition& start) {
-    v1::CreateGroupRequest request;
-    request.set_queue(queue);
-    request.set_name(group);
-    *request.mutable_start() = start;
-    v1::Group response;
-    grpc::ClientContext context;
-    SetDeadline(context);
-    const grpc::Status status =
-        stub_->CreateGroup(&context, request, &response);
-    if (!status.ok()) return ReportError(status);
-    std::cout << FormatGroup(response) << "\n";
+    absl::StatusOr<v1::Group> response =
+        client_->CreateGroup(queue, group, start);
+    if (!response.ok()) return ReportError(response.status());
+    std::cout << FormatGroup(*response) << "\n";
     return 0;
   }
 
   int SeekGroup(const std::string& queue, const std::string& group,
                 const v1::LogPosition& to) {
-    v1::SeekGroupRequest request;
-    request.set_queue(queue);
-    request.set_name(group);
-    *request.mutable_to() = to;
-    v1::Group response;
-    grpc::ClientContext context;
-    SetDeadline(context);
-    const grpc::Status status = stub_->SeekGroup(&context, request, &response);
-    if (!status.ok()) return ReportError(status);
-    std::cout << FormatGroup(response) << "\n";
+    absl::StatusOr<v1::Group> response = client_->SeekGroup(queue, group, to);
+    if (!response.ok()) return ReportError(response.status());
+    std::cout << FormatGroup(*response) << "\n";
     return 0;
   }
 
   int DeleteGroup(const std::string& queue, const std::string& group) {
-    v1::DeleteGroupRequest request;
-    request.set_queue(queue);
-    request.set_name(group);
-    v1::DeleteGroupResponse response;
-    grpc::ClientContext context;
-    SetDeadline(context);
-    const grpc::Status status =
-        stub_->DeleteGroup(&context, request, &response);
+    const absl::Status status = client_->DeleteGroup(queue, group);
     if (!status.ok()) return ReportError(status);
     std::cout << "deleted group " << group << "\n";
     return 0;
   }
 
   int ListGroups(const std::string& queue) {
-    v1::ListGroupsRequest request;
-    request.set_queue(queue);
-    v1::ListGroupsResponse response;
-    grpc::ClientContext context;
-    SetDeadline(context);
-    const grpc::Status status = stub_->ListGroups(&context, request, &response);
-    if (!status.ok()) return ReportError(status);
-    for (const v1::Group& group : response.groups()) {
+    absl::StatusOr<std::vector<v1::Group>> groups = client_->ListGroups(queue);
+    if (!groups.ok()) return ReportError(groups.status());
+    for (const v1::Group& group : *groups) {
       std::cout << FormatGroup(group) << "\n";
     }
     return 0;
@@ -541,19 +561,13 @@ class Session {
   // leasing them.
   int Read(const std::string& queue, const v1::LogPosition& from,
            int32_t max_messages) {
-    v1::ReadRequest request;
-    request.set_queue(queue);
-    *request.mutable_from() = from;
-    request.set_max_messages(max_messages);
-    v1::ReadResponse response;
-    grpc::ClientContext context;
-    SetDeadline(context);
-    const grpc::Status status = stub_->Read(&context, request, &response);
-    if (!status.ok()) return ReportError(status);
-    for (const v1::Message& message : response.messages()) {
+    absl::StatusOr<v1::ReadResponse> response =
+        client_->Read(queue, from, max_messages);
+    if (!response.ok()) return ReportError(response.status());
+    for (const v1::Message& message : response->messages()) {
       std::cout << FormatMessage(message, /*leased=*/false) << "\n";
     }
-    std::cerr << "next_offset=" << response.next_offset() << "\n";
+    std::cerr << "next_offset=" << response->next_offset() << "\n";
     return 0;
   }
 
@@ -561,34 +575,18 @@ class Session {
   // receipt; exits with 1 when any receipt failed.
   int Delete(const std::string& queue,
              const std::vector<std::string>& receipts) {
+    absl::StatusOr<std::vector<absl::Status>> results =
+        client_->Delete(queue, receipts);
+    if (!results.ok()) return ReportError(results.status());
     bool all_ok = true;
-    for (size_t first = 0; first < receipts.size(); first += kMaxBatchEntries) {
-      const size_t end =
-          std::min(receipts.size(), first + size_t{kMaxBatchEntries});
-      v1::DeleteRequest request;
-      request.set_queue(queue);
-      for (size_t i = first; i < end; ++i) {
-        request.add_receipt_handles(receipts[i]);
-      }
-      v1::DeleteResponse response;
-      grpc::ClientContext context;
-      SetDeadline(context);
-      const grpc::Status status = stub_->Delete(&context, request, &response);
-      if (!status.ok()) return ReportError(status);
-      if (response.results_size() != request.receipt_handles_size()) {
-        return ReportError(MismatchedResults(request.receipt_handles_size(),
-                                             response.results_size()));
-      }
-      for (int i = 0; i < response.results_size(); ++i) {
-        const v1::EntryResult& result = response.results(i);
-        std::cout << request.receipt_handles(i) << "\t";
-        if (result.code() == grpc::StatusCode::OK) {
-          std::cout << "OK\n";
-        } else {
-          all_ok = false;
-          std::cout << "error: " << StatusCodeName(result.code()) << ": "
-                    << result.message() << "\n";
-        }
+    for (size_t i = 0; i < results->size(); ++i) {
+      const absl::Status& result = (*results)[i];
+      std::cout << receipts[i] << "\t";
+      if (result.ok()) {
+        std::cout << "OK\n";
+      } else {
+        all_ok = false;
+        std::cout << "error: " << FormatStatus(result) << "\n";
       }
     }
     return all_ok ? 0 : 1;
@@ -596,24 +594,14 @@ class Session {
 
   int ChangeVisibility(const std::string& queue, const std::string& receipt,
                        int64_t timeout_ms) {
-    v1::ChangeVisibilityRequest request;
-    request.set_queue(queue);
-    v1::VisibilityChange* change = request.add_entries();
-    change->set_receipt_handle(receipt);
-    change->set_visibility_timeout_ms(timeout_ms);
-    v1::ChangeVisibilityResponse response;
-    grpc::ClientContext context;
-    SetDeadline(context);
-    const grpc::Status status =
-        stub_->ChangeVisibility(&context, request, &response);
-    if (!status.ok()) return ReportError(status);
-    if (response.results_size() != 1) {
-      return ReportError(MismatchedResults(1, response.results_size()));
-    }
-    const v1::EntryResult& result = response.results(0);
-    if (result.code() != grpc::StatusCode::OK) {
-      std::cerr << "error: " << StatusCodeName(result.code()) << ": "
-                << result.message() << "\n";
+    v1::VisibilityChange change;
+    change.set_receipt_handle(receipt);
+    change.set_visibility_timeout_ms(timeout_ms);
+    absl::StatusOr<std::vector<absl::Status>> results =
+        client_->ChangeVisibility(queue, {change});
+    if (!results.ok()) return ReportError(results.status());
+    if (!results->front().ok()) {
+      std::cerr << "error: " << FormatStatus(results->front()) << "\n";
       return 1;
     }
     std::cout << "OK\n";
@@ -621,20 +609,7 @@ class Session {
   }
 
  private:
-  // Gives the call the --timeout deadline, lengthened by `extra`.
-  void SetDeadline(grpc::ClientContext& context,
-                   absl::Duration extra = absl::ZeroDuration()) const {
-    context.set_deadline(absl::ToChronoTime(absl::Now() + timeout_ + extra));
-  }
-
-  static grpc::Status MismatchedResults(int sent, int received) {
-    return grpc::Status(grpc::StatusCode::INTERNAL,
-                        absl::StrCat("the server answered ", received,
-                                     " results for ", sent, " entries"));
-  }
-
-  std::unique_ptr<v1::Weir::Stub> stub_;
-  absl::Duration timeout_;
+  std::unique_ptr<Client> client_;
 };
 
 int Main(int argc, char** argv) {
@@ -650,7 +625,8 @@ int Main(int argc, char** argv) {
       ->capture_default_str();
   double timeout_s = 30;
   app.add_option("--timeout", timeout_s,
-                 "Deadline of each call in seconds; receive adds its --wait")
+                 "Deadline of each call in seconds; receive adds its --wait, "
+                 "tail has none")
       ->check(CLI::Range(0.001, 86400.0))
       ->capture_default_str();
 
@@ -795,6 +771,28 @@ int Main(int argc, char** argv) {
     };
   });
 
+  TailArgs tail;
+  CLI::App* tail_cmd = app.add_subcommand(
+      "tail",
+      "Print messages as they arrive (pushed over Subscribe), one line each "
+      "as receive prints them; --delete consumes them");
+  tail_cmd->add_option("QUEUE", tail.queue, "Queue name")->required();
+  tail_cmd->add_option("--group", tail.group,
+                       "Consumer group (default: the default group)");
+  tail_cmd->add_flag("--delete", tail.delete_messages,
+                     "Delete each message once printed");
+  CLI::Option* tail_visibility = tail_cmd->add_option(
+      "--visibility-timeout", tail.visibility_timeout_ms,
+      "Lease in ms (default: the queue's); without --delete the messages "
+      "are released when tail exits");
+  tail_cmd->add_option("-n,--count", tail.count,
+                       "Exit after this many messages (default: run until "
+                       "interrupted)");
+  tail_cmd->callback([&] {
+    tail.visibility_timeout_given = tail_visibility->count() > 0;
+    run = [&](Session& s) { return s.Tail(tail); };
+  });
+
   std::string redrive_queue;
   std::string redrive_to;
   int32_t redrive_max = 0;
@@ -889,8 +887,12 @@ int Main(int argc, char** argv) {
     return app.exit(e) == 0 ? 0 : 2;
   }
 
-  Session session(v1::Weir::NewStub(CreateChannel(server)),
-                  absl::Seconds(timeout_s));
+  ClientOptions options;
+  options.default_timeout = absl::Seconds(timeout_s);
+  absl::StatusOr<std::unique_ptr<Client>> client =
+      Client::Connect(server, options);
+  if (!client.ok()) return ReportError(client.status());
+  Session session(*std::move(client));
   return run(session);
 }
 

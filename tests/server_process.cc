@@ -135,10 +135,18 @@ absl::Status ServerProcess::Launch() {
   address_.clear();
   channel_.reset();
 
-  std::vector<std::string> args = {
-      binary_,           "--listen",     "127.0.0.1:0",       "--data-dir",
-      options_.data_dir, "--durability", options_.durability, "--ready-file",
-      ready_file_};
+  const std::string listen = options_.keep_port && !first_address_.empty()
+                                 ? first_address_
+                                 : "127.0.0.1:0";
+  std::vector<std::string> args = {binary_,
+                                   "--listen",
+                                   listen,
+                                   "--data-dir",
+                                   options_.data_dir,
+                                   "--durability",
+                                   options_.durability,
+                                   "--ready-file",
+                                   ready_file_};
   args.insert(args.end(), options_.extra_args.begin(),
               options_.extra_args.end());
   std::cerr << "[server_process] starting: " << absl::StrJoin(args, " ")
@@ -203,6 +211,7 @@ absl::Status ServerProcess::WaitUntilReady() {
     std::string address = ReadTrimmed(ready_file_);
     if (!address.empty()) {
       address_ = std::move(address);
+      if (first_address_.empty()) first_address_ = address_;
       grpc::ChannelArguments channel_args;
       channel_args.SetMaxReceiveMessageSize(-1);
       channel_ = grpc::CreateCustomChannel(

@@ -39,6 +39,10 @@ struct ServerOptions {
   std::vector<std::string> extra_args;
   // How long Start and Restart wait for the server to report that it serves.
   absl::Duration ready_timeout = absl::Seconds(60);
+  // Restart on the port the first launch got instead of a new one, so that
+  // clients holding the address (a reconnecting consumer) find the new
+  // server. Restart fails if another process took the port meanwhile.
+  bool keep_port = false;
 };
 
 // One weir_server child process. Its stdout and stderr are the test's, so the
@@ -83,8 +87,9 @@ class ServerProcess {
   absl::StatusOr<int> Stop(absl::Duration timeout = absl::Seconds(30));
 
   // Starts the server again on the same data directory and durability, on a
-  // new port. A running server is stopped first (SIGTERM); a failure to stop
-  // cleanly is returned and nothing is started.
+  // new port (the same one with ServerOptions::keep_port). A running server is
+  // stopped first (SIGTERM); a failure to stop cleanly is returned and nothing
+  // is started.
   absl::Status Restart();
 
  private:
@@ -105,6 +110,8 @@ class ServerProcess {
   std::string ready_file_;
   pid_t pid_ = -1;
   std::string address_;
+  // "127.0.0.1:<port>" of the first launch; reused with keep_port.
+  std::string first_address_;
   std::shared_ptr<grpc::Channel> channel_;
 };
 

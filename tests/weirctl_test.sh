@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # weirctl against the real weir_server: the README's example session, a body
-# from stdin, change-visibility, groups and replay, and errors reported as a
-# non-zero exit with the gRPC code.
+# from stdin, change-visibility, groups and replay, tail (Subscribe), and
+# errors reported as a non-zero exit with the gRPC code.
 #
 #   weirctl_test.sh WEIR_SERVER WEIRCTL
 set -euo pipefail
@@ -109,6 +109,51 @@ expect_eq "update keeps the rest" "$(field delay_ms "$updated")" "0"
 weirctl create other >/dev/null || fail "create other"
 expect_eq "list" "$(weirctl list | column name)" "orders other "
 weirctl delete-queue other >/dev/null || fail "delete-queue"
+
+# tail: what is there already, then what arrives while it runs.
+weirctl create feed >/dev/null || fail "create feed"
+printf 'one\ntwo\n' | weirctl send feed --lines >/dev/null || fail "send feed"
+timeout 60 "$weirctl_bin" tail feed -n 2 --delete >"$work/tail1" 2>&1 ||
+  fail "tail -n 2 --delete: $(cat "$work/tail1")"
+expect_eq "tail prints what is queued" "$(column offset <"$work/tail1")" "0 1 "
+expect_eq "tail prints receive's format" \
+  "$(field receive_count "$(head -n 1 "$work/tail1")")" "1"
+[[ "$(head -n 1 "$work/tail1")" == *$'\tone' ]] ||
+  fail "body missing from [$(head -n 1 "$work/tail1")]"
+stats="$(weirctl stats feed)"
+expect_eq "tail --delete deletes" \
+  "$(grep -E '^(in_flight|deleted_total)=' <<<"$stats" | tr '\n' ' ')" \
+  "in_flight=0 deleted_total=2 "
+timeout 60 "$weirctl_bin" tail feed -n 3 --delete >"$work/tail2" 2>&1 &
+tail_pid=$!
+# Sent while tail waits: pushed to it as they arrive.
+for body in three four five; do
+  weirctl send feed "$body" >/dev/null || fail "send $body"
+done
+tail_status=0
+wait "$tail_pid" || tail_status=$?
+expect_eq "tail exit status" "$tail_status" "0"
+expect_eq "tail prints what arrives" "$(column offset <"$work/tail2")" "2 3 4 "
+# Without --delete the leases end with the stream: at once, not after the
+# visibility timeout.
+weirctl send feed six >/dev/null || fail "send six"
+timeout 60 "$weirctl_bin" tail feed -n 1 --visibility-timeout 600000 \
+  >"$work/tail3" 2>&1 || fail "tail -n 1: $(cat "$work/tail3")"
+expect_eq "tail without --delete" "$(column offset <"$work/tail3")" "5 "
+stats="$(weirctl stats feed)"
+expect_eq "tail's leases are released when it exits" \
+  "$(grep -E '^(ready|in_flight)=' <<<"$stats" | tr '\n' ' ')" \
+  "ready=1 in_flight=0 "
+weirctl group-create feed audit --from latest >/dev/null ||
+  fail "group-create feed audit"
+weirctl send feed seven >/dev/null || fail "send seven"
+timeout 60 "$weirctl_bin" tail feed --group audit -n 1 --delete \
+  >"$work/tail4" 2>&1 || fail "tail --group: $(cat "$work/tail4")"
+expect_eq "tail --group" "$(column offset <"$work/tail4")" "6 "
+if timeout 60 "$weirctl_bin" tail no-such-queue -n 1 2>"$work/err"; then
+  fail "tail of an unknown queue succeeded"
+fi
+grep -q NOT_FOUND "$work/err" || fail "tail: no NOT_FOUND in [$(cat "$work/err")]"
 
 # Errors: a non-zero exit and the code on stderr.
 if weirctl stats no-such-queue 2>"$work/err"; then
