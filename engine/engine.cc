@@ -40,12 +40,20 @@ class PendingReceive : public QueueWaiter,
         clock_(clock),
         done_(std::move(done)) {}
 
+  // The first attempt runs on an engine thread too: it may write (and
+  // fsync) leases, which must not hold the caller's thread (an RPC thread).
   void Start() {
     std::weak_ptr<PendingReceive> weak = shared_from_this();
-    dispatcher_->At(expire_, [weak] {
-      if (auto self = weak.lock()) self->Wake();
-    });
-    Attempt();
+    if (expire_ > clock_->Now()) {
+      dispatcher_->At(expire_, [weak] {
+        if (auto self = weak.lock()) self->Wake();
+      });
+    }
+    {
+      absl::MutexLock lock(&mu_);
+      state_ = kScheduled;
+    }
+    dispatcher_->Run([self = shared_from_this()] { self->Attempt(); });
   }
 
   bool OnPark() override {
@@ -495,11 +503,7 @@ class EngineImpl : public Engine {
                        " is out of range [0, 20s]")));
       return nullptr;
     }
-    if (wait == absl::ZeroDuration()) {
-      bool parked;
-      done(q->Receive(options, nullptr, &parked));
-      return nullptr;
-    }
+    // With no wait, the pending receive never parks: it looks once.
     auto pending = std::make_shared<PendingReceive>(
         q, options, clock_->Now() + wait, std::move(done), dispatcher_.get(),
         clock_);

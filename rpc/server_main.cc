@@ -89,6 +89,9 @@ int main(int argc, char** argv) {
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
   weir::EngineOptions options;
+  // Engine threads lease messages for Receive and Subscribe, and may wait
+  // for an fsync each; concurrent ones share it (group commit).
+  options.delivery_threads = 16;
   options.durability = durability == "async" ? weir::Durability::kAsync
                                              : weir::Durability::kSync;
   absl::StatusOr<std::unique_ptr<weir::Engine>> engine =
