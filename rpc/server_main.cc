@@ -21,6 +21,7 @@
 #include "CLI/CLI.hpp"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "engine/engine.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
@@ -126,9 +127,11 @@ int main(int argc, char** argv) {
     return 1;
   }
 
+  absl::Time shutdown_start;
   std::thread signal_thread([&] {
     int sig = 0;
     sigwait(&signals, &sig);
+    shutdown_start = absl::Now();
     std::cerr << "weir: " << (sig == SIGINT ? "SIGINT" : "SIGTERM")
               << ", shutting down" << std::endl;
     // Long polls end at once; other calls get up to 5 s to finish.
@@ -138,8 +141,13 @@ int main(int argc, char** argv) {
   });
   server->Wait();
   signal_thread.join();
-  std::cerr << "weir: calls drained, closing the database" << std::endl;
+  std::cerr << "weir: calls drained in "
+            << absl::FormatDuration(absl::Now() - shutdown_start)
+            << ", closing the database" << std::endl;
+  const absl::Time close_start = absl::Now();
   engine->reset();
-  std::cerr << "weir: stopped" << std::endl;
+  std::cerr << "weir: stopped (database closed in "
+            << absl::FormatDuration(absl::Now() - close_start) << ")"
+            << std::endl;
   return 0;
 }
