@@ -1,0 +1,21 @@
+#include "bench/loadgen/peer.h"
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+
+namespace weir {
+namespace loadgen {
+
+absl::StatusOr<std::unique_ptr<Peer>> MakePeer(const std::string& name,
+                                               const std::string& address) {
+  if (name == "weir") return MakeWeirPeer(address);
+  if (name == "redis") return MakeRedisPeer(address);
+  if (name == "beanstalkd") return MakeBeanstalkdPeer(address);
+  if (name == "nats") return MakeNatsPeer(address);
+  return absl::InvalidArgumentError(
+      absl::StrCat("unknown system \"", name,
+                   "\"; known: ", absl::StrJoin(PeerNames(), ", ")));
+}
+
+}  // namespace loadgen
+}  // namespace weir

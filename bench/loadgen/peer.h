@@ -1,0 +1,103 @@
+// The one interface through which the load generator drives every system it
+// compares (Weir, Redis Streams, beanstalkd, NATS JetStream), so that the
+// workload code is shared and only the wire calls differ.
+//
+// A Peer describes one running server and makes clients for it; a
+// PeerClient is one connection, used by one thread at a time.
+
+#ifndef WEIR_BENCH_LOADGEN_PEER_H_
+#define WEIR_BENCH_LOADGEN_PEER_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+
+namespace weir {
+namespace loadgen {
+
+// What a workload needs from the queue it runs on.
+struct QueueSpec {
+  // The name of the queue (Weir queue, Redis stream, beanstalkd tube,
+  // JetStream stream and subject).
+  std::string name = "bench";
+  // How long a received message stays leased before it is delivered again:
+  // Weir's visibility timeout, beanstalkd's TTR (rounded up to whole
+  // seconds), JetStream's AckWait, and the idle time after which Redis
+  // consumers claim each other's pending entries with XAUTOCLAIM.
+  absl::Duration lease = absl::Seconds(60);
+};
+
+// One message handed to a consumer.
+struct Delivery {
+  std::string body;
+  // What Delete needs to remove the message: a receipt handle, a stream
+  // entry id, a job id, or an index into the client's own table.
+  std::string handle;
+};
+
+// One connection to the server. Not thread-safe: each load generator thread
+// has its own client.
+class PeerClient {
+ public:
+  virtual ~PeerClient() = default;
+
+  // Sends `bodies` as one batch (one call, or one pipeline where the system
+  // has no batch call) and returns once the server acknowledged all of them.
+  virtual absl::Status Send(const std::vector<std::string>& bodies) = 0;
+
+  // Receives up to `max` messages into `out` (cleared first), waiting up to
+  // `wait` for the first. An empty `out` with an OK status means none came.
+  // Deliveries from the previous Receive that were not deleted stay leased
+  // and come back once their lease lapses.
+  virtual absl::Status Receive(int max, absl::Duration wait,
+                               std::vector<Delivery>* out) = 0;
+
+  // Removes the given messages, all from this client's last Receive, for
+  // good (acknowledges them). Returns once the server has them.
+  virtual absl::Status Delete(const std::vector<const Delivery*>& done) = 0;
+};
+
+// A system under test, reached at one address.
+class Peer {
+ public:
+  virtual ~Peer() = default;
+
+  // Creates the queue (and whatever the system needs to consume from it:
+  // a consumer group, a durable consumer). Called once before any client
+  // connects. May be retried while the server starts.
+  virtual absl::Status Setup(const QueueSpec& spec) = 0;
+
+  // A new connection, ready to use.
+  virtual absl::StatusOr<std::unique_ptr<PeerClient>> Connect() = 0;
+
+  // Messages still in the queue (ready, leased or delayed), if the system
+  // can say; -1 otherwise.
+  virtual int64_t Backlog() { return -1; }
+};
+
+// Systems the load generator knows, by the name used on its command line.
+inline const std::vector<std::string>& PeerNames() {
+  static const auto* names =
+      new std::vector<std::string>{"weir", "redis", "beanstalkd", "nats"};
+  return *names;
+}
+
+// The Peer of system `name` (one of PeerNames()) at `address` ("host:port").
+absl::StatusOr<std::unique_ptr<Peer>> MakePeer(const std::string& name,
+                                               const std::string& address);
+
+// The adapters, one per file.
+std::unique_ptr<Peer> MakeWeirPeer(const std::string& address);
+std::unique_ptr<Peer> MakeRedisPeer(const std::string& address);
+std::unique_ptr<Peer> MakeBeanstalkdPeer(const std::string& address);
+std::unique_ptr<Peer> MakeNatsPeer(const std::string& address);
+
+}  // namespace loadgen
+}  // namespace weir
+
+#endif  // WEIR_BENCH_LOADGEN_PEER_H_
