@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Smoke run of the side-by-side comparison with tiny sizes: the load
+# generator, every adapter whose server is installed (Weir always; Redis,
+# beanstalkd and NATS when redis-server, beanstalkd and nats-server are on
+# PATH), the harness, its report and (with gnuplot) its chart still work.
+# Usage: compare_smoke_test.sh BENCH_COMPARE LOADGEN WEIR_SERVER
+set -euo pipefail
+
+compare="$1" loadgen="$2" server="$3"
+out="${TEST_TMPDIR:-$(mktemp -d)}"
+export TMPDIR="$out"
+
+python3 "$compare" --loadgen "$loadgen" --weir-server "$server" \
+  --profile smoke --tiers sync,relaxed --skip-missing \
+  --doc "$out/benchmarks.md" --img-dir "$out/img" \
+  --command "smoke" >"$out/report.txt"
+
+grep -q "bench-compare:begin" "$out/benchmarks.md"
+grep -q "^| Weir | sync" "$out/report.txt"
+grep -q "^| Weir | relaxed" "$out/report.txt"
+for system in redis:"Redis Streams" beanstalkd:beanstalkd nats:"NATS JetStream"; do
+  binary="${system%%:*}"
+  [[ "$binary" == redis ]] && binary=redis-server
+  [[ "$binary" == nats ]] && binary=nats-server
+  if command -v "$binary" >/dev/null; then
+    grep -q "^| ${system#*:} | sync" "$out/report.txt"
+  fi
+done
+if command -v gnuplot >/dev/null; then
+  test -s "$out/img/bench-compare.png"
+fi
+echo "compare smoke: OK"
