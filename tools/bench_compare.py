@@ -11,6 +11,10 @@ server of its own, so CPU time and peak memory are that run's.
                    [--results FILE.jsonl] [--doc docs/benchmarks.md --img-dir docs/img]
                    [--command TEXT]
 
+Systems: weir (consumers use Receive and Delete), weir-subscribe (consumers
+use one Subscribe stream each; its ingest is the same as weir's and is not
+run again), redis, beanstalkd, nats.
+
 Profiles: smoke (tiny sizes, seconds: checks that the harness works), quick
 (the default of `./weir bench`, under ten minutes), full (the sizes of the
 benchmark's specification: 60 s steady states, a million-message drain).
@@ -42,6 +46,7 @@ END_MARK = "<!-- bench-compare:end -->"
 
 SYSTEM_TITLES = {
     "weir": "Weir",
+    "weir-subscribe": "Weir (Subscribe)",
     "redis": "Redis Streams",
     "beanstalkd": "beanstalkd",
     "nats": "NATS JetStream",
@@ -56,6 +61,8 @@ SERVER_BINARIES = {
 TIER_SETTINGS = {
     ("weir", "sync"): "--durability sync",
     ("weir", "relaxed"): "--durability async",
+    ("weir-subscribe", "sync"): "--durability sync",
+    ("weir-subscribe", "relaxed"): "--durability async",
     ("redis", "sync"): "appendfsync always",
     ("redis", "relaxed"): "appendfsync everysec",
     ("beanstalkd", "sync"): "-f 0",
@@ -116,7 +123,7 @@ class Server:
 
     def command(self, port):
         d = self.data_dir
-        if self.system == "weir":
+        if self.system in ("weir", "weir-subscribe"):
             return [self.weir_server, "--listen", f"127.0.0.1:{port}",
                     "--data-dir", os.path.join(d, "data"), "--durability",
                     "sync" if self.tier == "sync" else "async",
@@ -142,7 +149,7 @@ class Server:
                                          stderr=subprocess.STDOUT,
                                          stdin=subprocess.DEVNULL)
         try:
-            if self.system == "weir":
+            if self.system in ("weir", "weir-subscribe"):
                 ready = os.path.join(self.data_dir, "ready")
                 deadline = time.monotonic() + 60
                 while not os.path.exists(ready):
@@ -241,6 +248,8 @@ def steady_args(profile, peak_rate, fraction):
 def run_system(args, system, tier, work_dir, results):
     peak = None
     for name, extra in scenarios(args.profile, tier):
+        if system == "weir-subscribe" and name.startswith("ingest"):
+            continue  # the same sends as "weir"; only consuming differs
         if extra is None:
             if not peak:
                 log(f"{system} [{tier}] {name}: skipped, no peak rate")
@@ -410,30 +419,34 @@ def targets(results, machine):
     pb = rate("redis", "sync", "ingest-b16")
     line("ingest, sync, batch 16: Weir / Redis pipelined 16", ratio(wb, pb),
          1.5, f"{fmt_rate(wb)} vs {fmt_rate(pb)} msg/s")
-    wq = rate("weir", "sync", "workqueue-peak", "consume_msgs_per_s")
     best, best_rate = None, 0
     for peer in ("redis", "beanstalkd", "nats"):
         p = rate(peer, "sync", "workqueue-peak", "consume_msgs_per_s")
         if p and p > best_rate:
             best, best_rate = peer, p
-    line("work queue, sync, peak consume: Weir / best peer",
-         ratio(wq, best_rate), 1.0,
-         f"{fmt_rate(wq)} vs {fmt_rate(best_rate)} msg/s "
-         f"({SYSTEM_TITLES.get(best, '—')})")
-    w50 = find(results, "weir", "sync", "workqueue-50%")
     peers50 = [find(results, p, "sync", "workqueue-50%")
                for p in ("redis", "beanstalkd", "nats")]
     peers50 = [p for p in peers50 if p]
-    if w50 and peers50:
-        lowest = min(peers50, key=lambda r: r["e2e_latency"]["p99_us"])
-        value = ratio(lowest["e2e_latency"]["p99_us"],
-                      w50["e2e_latency"]["p99_us"])
-        line("work queue at 50% of own peak: lowest peer p99 / Weir p99",
-             value, 1.0,
-             f"Weir {fmt_us(w50['e2e_latency']['p99_us'])} at "
-             f"{w50['rate']:,.0f}/s vs {SYSTEM_TITLES[lowest['system']]} "
-             f"{fmt_us(lowest['e2e_latency']['p99_us'])} at "
-             f"{lowest['rate']:,.0f}/s")
+    for weir in ("weir", "weir-subscribe"):
+        title = SYSTEM_TITLES[weir]
+        wq = rate(weir, "sync", "workqueue-peak", "consume_msgs_per_s")
+        if wq is None:
+            continue
+        line(f"work queue, sync, peak consume: {title} / best peer",
+             ratio(wq, best_rate), 1.0,
+             f"{fmt_rate(wq)} vs {fmt_rate(best_rate)} msg/s "
+             f"({SYSTEM_TITLES.get(best, '—')})")
+        w50 = find(results, weir, "sync", "workqueue-50%")
+        if w50 and peers50:
+            lowest = min(peers50, key=lambda r: r["e2e_latency"]["p99_us"])
+            value = ratio(lowest["e2e_latency"]["p99_us"],
+                          w50["e2e_latency"]["p99_us"])
+            line(f"work queue at 50% of own peak: lowest peer p99 / {title} "
+                 "p99", value, 1.0,
+                 f"{title} {fmt_us(w50['e2e_latency']['p99_us'])} at "
+                 f"{w50['rate']:,.0f}/s vs {SYSTEM_TITLES[lowest['system']]} "
+                 f"{fmt_us(lowest['e2e_latency']['p99_us'])} at "
+                 f"{lowest['rate']:,.0f}/s")
     line("group commit: Weir sync unbatched sends/s / disk fsyncs/s",
          ratio(w, machine["fsync_per_s"]), 1.0,
          f"{fmt_rate(w)} vs {machine['fsync_per_s']:,} fsync/s; "
@@ -536,7 +549,8 @@ def main():
     ap.add_argument("--loadgen", required=True)
     ap.add_argument("--weir-server", required=True)
     ap.add_argument("--profile", choices=sorted(PROFILES), default="quick")
-    ap.add_argument("--systems", default="weir,redis,beanstalkd,nats")
+    ap.add_argument("--systems",
+                    default="weir,weir-subscribe,redis,beanstalkd,nats")
     ap.add_argument("--tiers", default="sync,relaxed")
     ap.add_argument("--results", help="JSON lines file (default: a temp file)")
     ap.add_argument("--doc", help="markdown file to write the section into")

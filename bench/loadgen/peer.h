@@ -82,8 +82,8 @@ class Peer {
 
 // Systems the load generator knows, by the name used on its command line.
 inline const std::vector<std::string>& PeerNames() {
-  static const auto* names =
-      new std::vector<std::string>{"weir", "redis", "beanstalkd", "nats"};
+  static const auto* names = new std::vector<std::string>{
+      "weir", "weir-subscribe", "redis", "beanstalkd", "nats"};
   return *names;
 }
 
@@ -91,8 +91,9 @@ inline const std::vector<std::string>& PeerNames() {
 absl::StatusOr<std::unique_ptr<Peer>> MakePeer(const std::string& name,
                                                const std::string& address);
 
-// The adapters, one per file.
-std::unique_ptr<Peer> MakeWeirPeer(const std::string& address);
+// The adapters, one per file. Weir consumes through Receive and Delete, or
+// with `subscribe` through one Subscribe stream per consumer.
+std::unique_ptr<Peer> MakeWeirPeer(const std::string& address, bool subscribe);
 std::unique_ptr<Peer> MakeRedisPeer(const std::string& address);
 std::unique_ptr<Peer> MakeBeanstalkdPeer(const std::string& address);
 std::unique_ptr<Peer> MakeNatsPeer(const std::string& address);

@@ -1,11 +1,16 @@
-// Weir over gRPC: Send, Receive (long poll) and Delete, one channel with a
-// connection of its own per client.
+// Weir over gRPC, one channel with a connection of its own per client:
+// Send, and either Receive (long poll) plus Delete, or a Subscribe stream
+// that pushes messages against credit and takes deletes on the same stream.
 
+#include <deque>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "bench/loadgen/peer.h"
 #include "client/channel.h"
@@ -82,14 +87,137 @@ class WeirClient : public PeerClient {
     return FromGrpc(stub_->Delete(&context, request, &response), "Delete");
   }
 
+ protected:
+  v1::Weir::Stub& stub() { return *stub_; }
+
  private:
   std::unique_ptr<v1::Weir::Stub> stub_;
   const std::string queue_;
 };
 
+// Consumes through one Subscribe stream. A reader thread takes what the
+// server pushes (messages and acks); Receive hands out buffered messages and
+// Delete sends the handles with as much new credit as messages were handed
+// out since the last grant, then waits for the server's ack.
+class WeirSubscribeClient : public WeirClient {
+ public:
+  WeirSubscribeClient(std::unique_ptr<v1::Weir::Stub> stub, std::string queue)
+      : WeirClient(std::move(stub), queue), queue_(std::move(queue)) {}
+
+  ~WeirSubscribeClient() override {
+    if (stream_ != nullptr) {
+      stream_->WritesDone();
+      context_.TryCancel();
+      reader_.join();
+      stream_->Finish().IgnoreError();
+    }
+  }
+
+  absl::Status Receive(int max, absl::Duration wait,
+                       std::vector<Delivery>* out) override {
+    out->clear();
+    if (stream_ == nullptr) {
+      absl::Status status = Start(max);
+      if (!status.ok()) return status;
+    } else if (owed_credit_ > 0) {
+      v1::SubscribeRequest request;
+      request.set_credit(owed_credit_);
+      if (!stream_->Write(request)) return Broken();
+      owed_credit_ = 0;
+    }
+    absl::MutexLock lock(&mu_);
+    auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      return !buffered_.empty() || ended_;
+    };
+    mu_.AwaitWithTimeout(absl::Condition(&ready), wait);
+    while (!buffered_.empty() && static_cast<int>(out->size()) < max) {
+      out->push_back(std::move(buffered_.front()));
+      buffered_.pop_front();
+    }
+    owed_credit_ += static_cast<int>(out->size());
+    if (out->empty() && ended_) return EndedStatus();
+    return absl::OkStatus();
+  }
+
+  absl::Status Delete(const std::vector<const Delivery*>& done) override {
+    v1::SubscribeRequest request;
+    const uint64_t id = ++last_request_id_;
+    request.set_request_id(id);
+    request.set_credit(owed_credit_);
+    owed_credit_ = 0;
+    for (const Delivery* delivery : done) {
+      request.add_delete_receipt_handles(delivery->handle);
+    }
+    if (!stream_->Write(request)) return Broken();
+    absl::MutexLock lock(&mu_);
+    auto acked = [this, id]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      return acked_ >= id || ended_;
+    };
+    if (!mu_.AwaitWithTimeout(absl::Condition(&acked), kCallTimeout)) {
+      return absl::DeadlineExceededError("Subscribe: no ack for a delete");
+    }
+    if (acked_ < id) return EndedStatus();
+    return absl::OkStatus();
+  }
+
+ private:
+  absl::Status Start(int max) {
+    // Enough credit for two batches, so the next one is on its way while
+    // this one is handled.
+    const int window = std::max(16, 2 * max);
+    stream_ = stub().Subscribe(&context_);
+    v1::SubscribeRequest request;
+    request.mutable_start()->set_queue(queue_);
+    request.set_credit(window);
+    if (!stream_->Write(request)) return Broken();
+    reader_ = std::thread([this] { ReadLoop(); });
+    return absl::OkStatus();
+  }
+
+  void ReadLoop() {
+    v1::SubscribeResponse response;
+    while (stream_->Read(&response)) {
+      absl::MutexLock lock(&mu_);
+      for (v1::Message& message : *response.mutable_messages()) {
+        buffered_.push_back(
+            Delivery{std::move(*message.mutable_body()),
+                     std::move(*message.mutable_receipt_handle())});
+      }
+      if (response.has_ack()) {
+        acked_ = std::max(acked_, response.ack().request_id());
+      }
+    }
+    absl::MutexLock lock(&mu_);
+    ended_ = true;
+  }
+
+  absl::Status Broken() {
+    return absl::UnavailableError("Subscribe: the stream broke");
+  }
+  absl::Status EndedStatus() {
+    return absl::UnavailableError("Subscribe: the server ended the stream");
+  }
+
+  const std::string queue_;
+  grpc::ClientContext context_;
+  std::unique_ptr<
+      grpc::ClientReaderWriter<v1::SubscribeRequest, v1::SubscribeResponse>>
+      stream_;
+  std::thread reader_;
+  // Written by the consumer thread alone.
+  int owed_credit_ = 0;
+  uint64_t last_request_id_ = 0;
+
+  absl::Mutex mu_;
+  std::deque<Delivery> buffered_ ABSL_GUARDED_BY(mu_);
+  uint64_t acked_ ABSL_GUARDED_BY(mu_) = 0;
+  bool ended_ ABSL_GUARDED_BY(mu_) = false;
+};
+
 class WeirPeer : public Peer {
  public:
-  explicit WeirPeer(std::string address) : address_(std::move(address)) {}
+  WeirPeer(std::string address, bool subscribe)
+      : address_(std::move(address)), subscribe_(subscribe) {}
 
   absl::Status Setup(const QueueSpec& spec) override {
     queue_ = spec.name;
@@ -114,6 +242,10 @@ class WeirPeer : public Peer {
       return absl::UnavailableError(
           absl::StrCat("cannot connect to Weir at ", address_));
     }
+    if (subscribe_) {
+      return std::make_unique<WeirSubscribeClient>(v1::Weir::NewStub(channel),
+                                                   queue_);
+    }
     return std::make_unique<WeirClient>(v1::Weir::NewStub(channel), queue_);
   }
 
@@ -130,13 +262,14 @@ class WeirPeer : public Peer {
 
  private:
   const std::string address_;
+  const bool subscribe_;
   std::string queue_;
 };
 
 }  // namespace
 
-std::unique_ptr<Peer> MakeWeirPeer(const std::string& address) {
-  return std::make_unique<WeirPeer>(address);
+std::unique_ptr<Peer> MakeWeirPeer(const std::string& address, bool subscribe) {
+  return std::make_unique<WeirPeer>(address, subscribe);
 }
 
 }  // namespace loadgen
