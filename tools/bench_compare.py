@@ -76,9 +76,9 @@ PROFILES = {
                   steady_s=1.5, drain_messages=500, redelivery_messages=200,
                   lease_s=1, relaxed_all=False, timeout_s=60),
     "quick": dict(ingest_s=8, ingest_producers=64, wq_s=8, wq_clients=16,
-                  steady_s=10, drain_messages=100_000,
-                  redelivery_messages=20_000, lease_s=2, relaxed_all=False,
-                  timeout_s=240),
+                  steady_s=8, drain_messages=20_000,
+                  redelivery_messages=10_000, lease_s=2, relaxed_all=False,
+                  timeout_s=120),
     "full": dict(ingest_s=30, ingest_producers=64, wq_s=30, wq_clients=16,
                  steady_s=60, drain_messages=1_000_000,
                  redelivery_messages=200_000, lease_s=2, relaxed_all=True,
@@ -475,13 +475,11 @@ def chart(results, img_dir, gnuplot):
             row = []
             for s in systems:
                 r = find(results, s, tier, name)
-                if r is None and s == "nats" and tier == "relaxed":
-                    r = find(results, s, "sync", name)  # one tier only
                 row.append(f"{r[key]:.1f}" if r and r[key] else "NaN")
             f.write(f'"{title}" ' + " ".join(row) + "\n")
     png = os.path.join(img_dir, "bench-compare.png")
     script = f"""
-set terminal pngcairo size 1000,520 font ",10"
+set terminal pngcairo size 1100,560 font ",10"
 set output "{png}"
 set title "Messages per second (log scale), same machine, same run"
 set style data histograms
@@ -490,8 +488,8 @@ set style fill solid 0.85 border -1
 set logscale y
 set yrange [10:*]
 set grid ytics
-set key top right
-set xtics rotate by -20
+set key outside right top vertical
+set xtics rotate by -20 offset -1,0
 plot for [i=2:{len(systems) + 1}] "{data_path}" using i:xtic(1) title columnhead(i)
 """
     subprocess.run([gnuplot], input=script, text=True, check=True)
@@ -609,6 +607,11 @@ def main():
             log("gnuplot is not installed; no chart")
         section = report(results, machine, args, image)
         write_doc(args.doc, section)
+        if args.img_dir:
+            with open(os.path.join(args.img_dir, "bench-compare.jsonl"),
+                      "w") as f:
+                for r in results:
+                    f.write(json.dumps(r) + "\n")
         log(f"wrote {args.doc}")
     print(section)
     bad = [r for r in results if r["exit_code"] != 0 or r["errors"]
