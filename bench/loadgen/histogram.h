@@ -1,7 +1,7 @@
 // A latency histogram with logarithmic buckets: every value from 0 to about
 // 18 minutes (in nanoseconds) lands in a bucket whose width is at most 1/64
 // of its lower bound, so quantiles are within 1.6% of the true value while
-// the histogram stays a fixed 2,400 counters.
+// the histogram stays a fixed 2,304 counters.
 
 #ifndef WEIR_BENCH_LOADGEN_HISTOGRAM_H_
 #define WEIR_BENCH_LOADGEN_HISTOGRAM_H_
