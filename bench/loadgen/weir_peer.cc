@@ -105,12 +105,18 @@ class WeirSubscribeClient : public WeirClient {
       : WeirClient(std::move(stub), queue), queue_(std::move(queue)) {}
 
   ~WeirSubscribeClient() override {
-    if (stream_ != nullptr) {
-      stream_->WritesDone();
-      context_.TryCancel();
+    if (stream_ == nullptr) return;
+    stream_->WritesDone();
+    context_.TryCancel();
+    if (reader_.joinable()) {
       reader_.join();
-      stream_->Finish().IgnoreError();
+    } else {
+      // The first write failed: drain what the server still sends.
+      v1::SubscribeResponse ignored;
+      while (stream_->Read(&ignored)) {
+      }
     }
+    stream_->Finish().IgnoreError();
   }
 
   absl::Status Receive(int max, absl::Duration wait,
