@@ -19,7 +19,11 @@ namespace {
 
 constexpr absl::Duration kRetentionInterval = absl::Seconds(1);
 
+// A name no queue can have is bad input, reported without echoing it
+// whole: the name may be megabytes long, and the status message travels in
+// gRPC metadata, which clients limit to a few KiB.
 absl::Status QueueNotFound(absl::string_view name) {
+  if (absl::Status s = ValidateQueueName(name); !s.ok()) return s;
   return absl::NotFoundError(absl::StrCat("queue ", name, " not found"));
 }
 

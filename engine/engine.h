@@ -256,8 +256,9 @@ class Subscription {
   virtual void Close(std::function<void()> closed) = 0;
 };
 
-// Status codes, for every call: NOT_FOUND for an unknown queue,
-// INVALID_ARGUMENT for bad input (nothing is changed), UNAVAILABLE or
+// Status codes, for every call: NOT_FOUND for an unknown queue or group,
+// INVALID_ARGUMENT for bad input (nothing is changed), including a queue or
+// group name that breaks the naming rules, whatever the call; UNAVAILABLE or
 // RESOURCE_EXHAUSTED when storage fails to write (nothing acknowledged is
 // lost), DATA_LOSS when a stored record is corrupted.
 class Engine {
