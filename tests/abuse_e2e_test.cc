@@ -188,10 +188,13 @@ TEST_F(AbuseTest, TenThousandQueuesCreateListAndDelete) {
   EXPECT_EQ(r.response.next_page_token(), "");
   ASSERT_NO_FATAL_FAILURE(ExpectStillServing());
 
+  const absl::Time delete_start = absl::Now();
   EXPECT_EQ(for_all([](TestClient& c, const std::string& name) {
               return c.DeleteQueue(name).ok();
             }),
             0);
+  std::cerr << kManyQueues << " queues deleted in "
+            << absl::Now() - delete_start << std::endl;
   ListQueuesRequest after;
   after.set_prefix(prefix);
   r = client().ListQueues(after);
