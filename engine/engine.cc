@@ -661,6 +661,7 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Open(
     const EngineOptions& options, const std::string& path) {
   StorageOptions so;
   so.sync = options.durability == Durability::kSync;
+  so.wal_sync_interval = options.async_wal_sync_interval;
   so.create_if_missing = options.create_if_missing;
   so.env = options.env;
   absl::StatusOr<std::unique_ptr<Storage>> storage = Storage::Open(so, path);
