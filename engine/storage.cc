@@ -173,13 +173,14 @@ absl::StatusOr<std::unique_ptr<Storage>> Storage::Open(
 }
 
 void Storage::SyncWalLoop(absl::Duration interval) {
-  absl::MutexLock lock(&wal_sync_mu_);
-  while (!stopping_) {
-    // Waits on real time, not the engine's Clock: this paces the disk, and
-    // promises nothing to callers beyond the documented bound.
-    wal_sync_mu_.AwaitWithTimeout(absl::Condition(&stopping_), interval);
-    if (stopping_) break;
-    wal_sync_mu_.Unlock();
+  for (;;) {
+    {
+      // Waits on real time, not the engine's Clock: this paces the disk,
+      // and promises callers nothing beyond the documented bound.
+      absl::MutexLock lock(&wal_sync_mu_);
+      wal_sync_mu_.AwaitWithTimeout(absl::Condition(&stopping_), interval);
+      if (stopping_) return;
+    }
     // An empty write with sync set fsyncs every log written so far. Not
     // DB::SyncWAL: that one reaches the log file even after a write to it
     // has failed, which Debian's RocksDB (built with assertions) aborts on;
@@ -190,7 +191,6 @@ void Storage::SyncWalLoop(absl::Duration interval) {
     synced.sync = true;
     rocksdb::WriteBatch empty;
     db_->Write(synced, &empty).PermitUncheckedError();
-    wal_sync_mu_.Lock();
   }
 }
 
