@@ -231,6 +231,9 @@ class LongPollCrowd {
     // No gRPC deadline: the wait time bounds each poll, and the test's own
     // wait bounds them all. (With a deadline each, gRPC keeps 100,000 timers
     // and starting the calls got slower still.)
+    // A consumer whose connection is not up yet waits for it rather than
+    // failing (50 connections open at once while 100,000 calls start).
+    p->context.set_wait_for_ready(true);
     p->request.set_queue(queue_);
     p->request.set_max_messages(1);
     p->request.set_visibility_timeout_ms(kLongLeaseMs);
