@@ -16,7 +16,7 @@
 //
 // Quick profile (./weir test): 24 kills per durability mode. Long profile:
 //   bazel test //tests:crash_loop_test --test_output=streamed \
-//     --test_env=WEIR_CRASH_LOOP_ITERATIONS=500 --test_timeout=7200
+//     --test_env=WEIR_CRASH_LOOP_ITERATIONS=200 --test_timeout=2700
 // WEIR_CRASH_LOOP_SEED=<n> replays a run's random choices (the thread
 // interleaving still differs); the seed is printed at the start.
 #include <algorithm>
