@@ -14,8 +14,9 @@
 // - the receive counts of one message in one group only go up;
 // - an offset never names two bodies, and a body never gets two offsets.
 //
-// Quick profile (./weir test): 24 kills per durability mode. Long profile:
-//   bazel test //tests:crash_loop_test --test_output=streamed \
+// Quick profile (./weir test): 24 kills per durability mode. Long profile
+// (about 6 minutes per mode; one command line):
+//   bazel test //tests:crash_loop_test --test_output=streamed
 //     --test_env=WEIR_CRASH_LOOP_ITERATIONS=200 --test_timeout=2700
 // WEIR_CRASH_LOOP_SEED=<n> replays a run's random choices (the thread
 // interleaving still differs); the seed is printed at the start.
