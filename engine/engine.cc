@@ -19,7 +19,11 @@ namespace {
 
 constexpr absl::Duration kRetentionInterval = absl::Seconds(1);
 
+// A name no queue can have is bad input, reported without echoing it
+// whole: the name may be megabytes long, and the status message travels in
+// gRPC metadata, which clients limit to a few KiB.
 absl::Status QueueNotFound(absl::string_view name) {
+  if (absl::Status s = ValidateQueueName(name); !s.ok()) return s;
   return absl::NotFoundError(absl::StrCat("queue ", name, " not found"));
 }
 
@@ -657,6 +661,7 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Open(
     const EngineOptions& options, const std::string& path) {
   StorageOptions so;
   so.sync = options.durability == Durability::kSync;
+  so.wal_sync_interval = options.async_wal_sync_interval;
   so.create_if_missing = options.create_if_missing;
   so.env = options.env;
   absl::StatusOr<std::unique_ptr<Storage>> storage = Storage::Open(so, path);

@@ -34,12 +34,18 @@ enum class Durability {
   // share one fsync (group commit). Survives power cuts.
   kSync,
   // A write returns once it is in the write-ahead log in the OS page cache.
-  // Survives a process crash; a power cut may lose the last writes.
+  // Survives a process crash. A background thread fsyncs the log every
+  // EngineOptions::async_wal_sync_interval, so a power cut loses at most
+  // what was acknowledged in about the last interval (plus one fsync).
   kAsync,
 };
 
 struct EngineOptions {
   Durability durability = Durability::kSync;
+  // kAsync only: how often the write-ahead log is fsynced in the background.
+  // Zero: never (then RocksDB syncs it only when it starts a new log file,
+  // and a power cut may lose minutes of acknowledged writes).
+  absl::Duration async_wal_sync_interval = absl::Milliseconds(100);
   // Source of time for every deadline. Not owned; must outlive the Engine.
   // Null means the real clock.
   Clock* clock = nullptr;
@@ -256,8 +262,9 @@ class Subscription {
   virtual void Close(std::function<void()> closed) = 0;
 };
 
-// Status codes, for every call: NOT_FOUND for an unknown queue,
-// INVALID_ARGUMENT for bad input (nothing is changed), UNAVAILABLE or
+// Status codes, for every call: NOT_FOUND for an unknown queue or group,
+// INVALID_ARGUMENT for bad input (nothing is changed), including a queue or
+// group name that breaks the naming rules, whatever the call; UNAVAILABLE or
 // RESOURCE_EXHAUSTED when storage fails to write (nothing acknowledged is
 // lost), DATA_LOSS when a stored record is corrupted.
 class Engine {

@@ -395,6 +395,8 @@ Queue::Group* Queue::FindGroupLocked(uint32_t gid) {
 absl::StatusOr<Queue::Group*> Queue::FindGroupLocked(absl::string_view name) {
   auto it = group_ids_.find(name);
   if (it == group_ids_.end()) {
+    // As for queues: a name no group can have is bad input, not echoed.
+    if (absl::Status s = ValidateGroupName(name); !s.ok()) return s;
     return absl::NotFoundError(
         absl::StrCat("group ", name, " not found in queue ", name_));
   }
@@ -1006,6 +1008,7 @@ absl::StatusOr<uint64_t> Queue::Redrive(absl::string_view to_queue,
   if (!to_queue.empty()) {
     fixed = lookup_(to_queue);
     if (fixed == nullptr) {
+      if (absl::Status s = ValidateQueueName(to_queue); !s.ok()) return s;
       return absl::NotFoundError(
           absl::StrCat("queue ", to_queue, " not found"));
     }

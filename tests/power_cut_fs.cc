@@ -5,7 +5,9 @@
 #include <utility>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 
 namespace weir::test {
 namespace {
@@ -65,15 +67,21 @@ class TrackedFile : public rocksdb::FSWritableFileOwnerWrapper {
   rocksdb::IOStatus Sync(const rocksdb::IOOptions& options,
                          rocksdb::IODebugContext* dbg) override {
     if (rocksdb::IOStatus e = fs_->WriteError(); !e.ok()) return e;
+    // Only what was written before the sync began is sure to be on disk.
+    const absl::Time started = absl::Now();
+    const uint64_t covered = fs_->Written(fname_);
     rocksdb::IOStatus s = target()->Sync(options, dbg);
-    if (s.ok()) fs_->Synced(fname_);
+    if (s.ok()) fs_->Synced(fname_, covered, started);
     return s;
   }
   rocksdb::IOStatus Fsync(const rocksdb::IOOptions& options,
                           rocksdb::IODebugContext* dbg) override {
     if (rocksdb::IOStatus e = fs_->WriteError(); !e.ok()) return e;
+    // Only what was written before the sync began is sure to be on disk.
+    const absl::Time started = absl::Now();
+    const uint64_t covered = fs_->Written(fname_);
     rocksdb::IOStatus s = target()->Fsync(options, dbg);
-    if (s.ok()) fs_->Synced(fname_);
+    if (s.ok()) fs_->Synced(fname_, covered, started);
     return s;
   }
   // A range sync flushes pages but promises nothing on a power cut: not
@@ -201,10 +209,24 @@ void PowerCutFileSystem::Appended(const std::string& fname, uint64_t bytes) {
   files_[fname].written += bytes;
 }
 
-void PowerCutFileSystem::Synced(const std::string& fname) {
+uint64_t PowerCutFileSystem::Written(const std::string& fname) {
+  absl::MutexLock lock(&mu_);
+  return files_[fname].written;
+}
+
+void PowerCutFileSystem::Synced(const std::string& fname, uint64_t covered,
+                                absl::Time started) {
   absl::MutexLock lock(&mu_);
   Sizes& sizes = files_[fname];
-  sizes.synced = sizes.written;
+  sizes.synced = std::max(sizes.synced, std::min(covered, sizes.written));
+  if (absl::EndsWith(fname, ".log") && started > last_wal_sync_start_) {
+    last_wal_sync_start_ = started;
+  }
+}
+
+absl::Time PowerCutFileSystem::LastWalSyncStart() {
+  absl::MutexLock lock(&mu_);
+  return last_wal_sync_start_;
 }
 
 void PowerCutFileSystem::Truncated(const std::string& fname, uint64_t size) {

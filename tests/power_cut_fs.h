@@ -15,6 +15,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 #include "rocksdb/env.h"
 #include "rocksdb/file_system.h"
 
@@ -63,9 +64,16 @@ class PowerCutFileSystem : public rocksdb::FileSystemWrapper {
   // database is closed, before it is opened again (with any Env).
   absl::Status LoseUnsynced();
 
-  // Called by the tracked files.
+  // When the latest successful sync of a write-ahead log file (*.log)
+  // began: everything written to the log before then survives a cut.
+  // InfinitePast() if none.
+  absl::Time LastWalSyncStart();
+
+  // Called by the tracked files. A sync that began when the file had
+  // `covered` bytes makes those durable, not what was appended meanwhile.
   void Appended(const std::string& fname, uint64_t bytes);
-  void Synced(const std::string& fname);
+  uint64_t Written(const std::string& fname);
+  void Synced(const std::string& fname, uint64_t covered, absl::Time started);
   void Truncated(const std::string& fname, uint64_t size);
 
  private:
@@ -83,6 +91,7 @@ class PowerCutFileSystem : public rocksdb::FileSystemWrapper {
   std::atomic<bool> io_errors_{false};
   absl::Mutex mu_;
   std::map<std::string, Sizes> files_ ABSL_GUARDED_BY(mu_);
+  absl::Time last_wal_sync_start_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
 };
 
 }  // namespace weir::test
