@@ -12,8 +12,11 @@
 // replaced by the receipts of the two leased messages, to reach past receipt
 // checks.
 //
-// Receive (a callback method whose reactor needs a live call) and Subscribe
-// (a stream) are not driven here.
+// The callback methods (Send, Delete, Receive) run their reactor against a
+// stand-in for gRPC's call object that records the status it finishes with;
+// a reactor that has not finished within kFinishWait (a long poll) is
+// cancelled as a client would cancel it. Subscribe (a stream) is not driven
+// here.
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -26,6 +29,8 @@
 #include <vector>
 
 #include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 #include "engine/engine.h"
 #include "grpcpp/grpcpp.h"
 #include "rpc/service.h"
@@ -41,6 +46,54 @@ void Check(bool ok, const char* what) {
     std::fprintf(stderr, "service_fuzzer: %s\n", what);
     std::abort();
   }
+}
+
+// Stands in for gRPC's unary call object under a callback reactor: records
+// the status the reactor finishes with. OnDone is left to the caller, which
+// calls it once Finish has happened, as gRPC does after the status is sent.
+class FakeUnaryCall : public grpc::ServerCallbackUnary {
+ public:
+  void Bind(grpc::ServerUnaryReactor* reactor) {
+    reactor_ = reactor;
+    BindReactor(reactor);
+  }
+
+  void Finish(grpc::Status s) override {
+    absl::MutexLock lock(&mu_);
+    Check(!finished_, "reactor finished twice");
+    status_ = std::move(s);
+    finished_ = true;
+  }
+  void SendInitialMetadata() override {}
+
+  // Waits up to `timeout` for Finish; returns whether it happened.
+  bool WaitFinished(absl::Duration timeout) {
+    absl::MutexLock lock(&mu_);
+    return mu_.AwaitWithTimeout(absl::Condition(&finished_), timeout);
+  }
+  grpc::Status status() {
+    absl::MutexLock lock(&mu_);
+    return status_;
+  }
+
+ private:
+  grpc::internal::ServerReactor* reactor() override { return reactor_; }
+  void CallOnDone() override { reactor_->OnDone(); }
+
+  grpc::ServerUnaryReactor* reactor_ = nullptr;
+  absl::Mutex mu_;
+  bool finished_ ABSL_GUARDED_BY(mu_) = false;
+  grpc::Status status_ ABSL_GUARDED_BY(mu_);
+};
+
+// How long a callback method may take before the harness cancels it.
+constexpr absl::Duration kFinishWait = absl::Milliseconds(20);
+
+void CheckStatus(const grpc::Status& s) {
+  Check(s.error_code() >= grpc::StatusCode::OK &&
+            s.error_code() <= grpc::StatusCode::UNAUTHENTICATED,
+        "status code out of range");
+  if (!s.ok()) Check(!s.error_message().empty(), "error without a message");
 }
 
 class Harness {
@@ -148,14 +201,33 @@ class Harness {
     Fix(&req);
     Resp resp;
     grpc::ServerContext ctx;
-    const grpc::Status s = (service_.get()->*method)(&ctx, &req, &resp);
-    Check(s.error_code() >= grpc::StatusCode::OK &&
-              s.error_code() <= grpc::StatusCode::UNAUTHENTICATED,
-          "status code out of range");
-    if (!s.ok()) Check(!s.error_message().empty(), "error without a message");
+    CheckStatus((service_.get()->*method)(&ctx, &req, &resp));
     // Whatever was answered can be sent.
     std::string out;
     Check(resp.SerializeToString(&out), "response does not serialize");
+  }
+
+  template <typename Req, typename Resp, typename Method>
+  void InvokeCallback(const uint8_t* data, size_t len, Method method) {
+    Req req;
+    if (!req.ParseFromArray(data, static_cast<int>(len))) return;
+    Fix(&req);
+    Resp resp;
+    grpc::CallbackServerContext ctx;
+    grpc::ServerUnaryReactor* reactor =
+        (service_.get()->*method)(&ctx, &req, &resp);
+    Check(reactor != nullptr, "no reactor");
+    FakeUnaryCall call;
+    call.Bind(reactor);
+    if (!call.WaitFinished(kFinishWait)) {
+      reactor->OnCancel();
+      Check(call.WaitFinished(absl::Seconds(60)),
+            "reactor did not finish after OnCancel");
+    }
+    CheckStatus(call.status());
+    std::string out;
+    Check(resp.SerializeToString(&out), "response does not serialize");
+    reactor->OnDone();
   }
 
   template <typename Req>
@@ -170,7 +242,7 @@ class Harness {
   }
 
   void Call(uint8_t method, const uint8_t* data, size_t len) {
-    switch (method % 16) {
+    switch (method % 17) {
       case 0:
         return Invoke<pb::CreateQueueRequest, pb::CreateQueueResponse>(
             data, len, &WeirService::CreateQueue);
@@ -193,10 +265,10 @@ class Harness {
         return Invoke<pb::GetQueueStatsRequest, pb::QueueStats>(
             data, len, &WeirService::GetQueueStats);
       case 7:
-        return Invoke<pb::SendRequest, pb::SendResponse>(data, len,
-                                                         &WeirService::Send);
+        return InvokeCallback<pb::SendRequest, pb::SendResponse>(
+            data, len, &WeirService::Send);
       case 8:
-        return Invoke<pb::DeleteRequest, pb::DeleteResponse>(
+        return InvokeCallback<pb::DeleteRequest, pb::DeleteResponse>(
             data, len, &WeirService::Delete);
       case 9:
         return Invoke<pb::ChangeVisibilityRequest,
@@ -220,6 +292,9 @@ class Harness {
       case 15:
         return Invoke<pb::RedriveRequest, pb::RedriveResponse>(
             data, len, &WeirService::Redrive);
+      case 16:
+        return InvokeCallback<pb::ReceiveRequest, pb::ReceiveResponse>(
+            data, len, &WeirService::Receive);
     }
   }
 

@@ -178,6 +178,19 @@ void Service() {
   dq.set_name("dlq");
   AddCall(&in, 4, dq);
   Write("service", "read_redrive_purge_delete", in);
+
+  in.clear();
+  pb::ReceiveRequest receive;
+  receive.set_queue("q");
+  receive.set_group("g");
+  receive.set_max_messages(3);
+  receive.set_visibility_timeout_ms(0);
+  AddCall(&in, 16, receive);
+  pb::ReceiveRequest poll;
+  poll.set_queue("p");
+  poll.set_wait_time_ms(5000);  // Nothing to receive: cancelled.
+  AddCall(&in, 16, poll);
+  Write("service", "receive_and_long_poll", in);
 }
 
 }  // namespace
