@@ -48,6 +48,16 @@ extern "C" const char* __tsan_default_suppressions() {
       "called_from_lib:libgrpc.so\n"
       "called_from_lib:libgpr.so\n"
       "called_from_lib:libgrpc++.so\n"
+      // The callback API's header code, compiled into Weir's binaries: an
+      // operation set up by StartRead/StartWrite/Finish on one thread (e.g.
+      // an engine thread answering a Subscribe stream) is completed, and
+      // its tag run and destroyed, on gRPC's threads, which
+      // grpc_call_start_batch, the completion queue and the executor that
+      // runs OnDone (all in libgrpc, libgrpc++) order. Both accesses are to
+      // gRPC's own call objects (CallOpSet, CallbackWithSuccessTag) in its
+      // call arena.
+      "race:grpc::internal::CallOpSet\n"
+      "race:grpc::internal::CallbackWithSuccessTag\n"
       // gRPC keeps call statuses as absl::Status (payloads in absl::Cord) and
       // hands them between its threads: a status copied in libabsl_status
       // when a call is finished (CallOpServerSendStatus) is compared and
