@@ -120,7 +120,15 @@ void Producer::Run() {
       absl::MutexLock lock(&mu_);
       while (!BatchReady()) {
         if (queue_.empty()) {
-          mu_.Await(absl::Condition(this, &Producer::BatchReady));
+          // Not BatchReady: it depends on the clock, and absl re-evaluates
+          // a condition only when the mutex is released, so a message that
+          // arrives here would wait for its linger until some other call
+          // came. Once one is queued the deadline wait below takes over.
+          mu_.Await(absl::Condition(
+              +[](Producer* p) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+                return !p->queue_.empty() || p->closing_;
+              },
+              this));
         } else {
           // Wakes for a full batch, a flush or Close, else when the oldest
           // message has lingered long enough.

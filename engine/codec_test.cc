@@ -140,7 +140,8 @@ TEST(Coding, VarintRejectsOverflowAndTruncation) {
   EXPECT_EQ(v, UINT64_MAX);
   ByteReader truncated(absl::string_view(s).substr(0, s.size() - 1));
   EXPECT_FALSE(truncated.GetVarint64(&v));
-  ByteReader overflow(std::string(11, '\xff'));
+  const std::string too_long(11, '\xff');
+  ByteReader overflow(too_long);
   EXPECT_FALSE(overflow.GetVarint64(&v));
 }
 

@@ -24,7 +24,10 @@ uint64_t DecodeFixed64BE(const char* p);
 // malformed, so decoders can report corruption instead of crashing on it.
 class ByteReader {
  public:
+  // `in` is borrowed and must outlive the reader.
   explicit ByteReader(absl::string_view in) : in_(in) {}
+  // A temporary string would be gone before the first read.
+  explicit ByteReader(std::string&&) = delete;
 
   bool GetByte(uint8_t* v);
   bool GetFixed32BE(uint32_t* v);

@@ -19,15 +19,19 @@ Dispatcher::Dispatcher(Clock* clock, int threads) : clock_(clock) {
   timer_thread_ = std::thread([this] { TimerLoop(); });
 }
 
-Dispatcher::~Dispatcher() {
+Dispatcher::~Dispatcher() { Shutdown(); }
+
+void Dispatcher::Shutdown() {
   {
     absl::MutexLock lock(&mu_);
     stopping_ = true;
     work_cv_.SignalAll();
     timer_cv_.SignalAll();
   }
-  timer_thread_.join();
-  for (auto& t : workers_) t.join();
+  if (timer_thread_.joinable()) timer_thread_.join();
+  for (auto& t : workers_) {
+    if (t.joinable()) t.join();
+  }
 }
 
 void Dispatcher::Run(std::function<void()> fn) {

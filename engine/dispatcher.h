@@ -17,11 +17,12 @@
 
 namespace weir {
 
-// Thread-safe. The destructor runs every task already queued, drops pending
-// timers, and joins the threads.
+// Thread-safe. Shutdown (or the destructor) runs every task already queued,
+// drops pending timers, and joins the threads.
 class Dispatcher {
  public:
   Dispatcher(Clock* clock, int threads);
+  // Calls Shutdown().
   ~Dispatcher();
 
   Dispatcher(const Dispatcher&) = delete;
@@ -31,6 +32,14 @@ class Dispatcher {
   void Run(std::function<void()> fn);
   // Runs `fn` on a pool thread once the clock reads `when` or later.
   void At(absl::Time when, std::function<void()> fn);
+
+  // Stops the threads once every queued task has run (tasks queued by those
+  // tasks run too), drops pending timers and joins the threads; a task given
+  // to Run or At after that never runs. The Dispatcher stays usable as an
+  // object, so tasks still running may call Run and At while Shutdown
+  // waits for them. Call from the owner's thread, never from a task.
+  // Idempotent.
+  void Shutdown();
 
  private:
   struct Timer {

@@ -203,8 +203,11 @@ class EngineImpl : public Engine {
     BeginShutdown();
     // Writes queued by the async calls complete (their callbacks may use the
     // dispatcher), then the dispatcher runs what is queued and joins.
+    // dispatcher_ must keep pointing at the dispatcher meanwhile: a task
+    // still running may schedule another (the retention task reschedules
+    // itself), so the pointer is not reset while the threads run.
     storage_->DrainAsyncWrites();
-    dispatcher_.reset();
+    dispatcher_->Shutdown();
     absl::MutexLock lock(&mu_);
     queues_.clear();
   }
