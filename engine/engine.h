@@ -257,8 +257,9 @@ class Subscription {
   // already applied), without blocking. `closed` (may be empty) runs once no
   // callback of this subscription is running and none will run again: at
   // once on this thread, or on the thread of the last callback. Later calls
-  // only wait (their `closed` runs likewise). Must not be called from this
-  // subscription's own callbacks.
+  // only wait (their `closed` runs likewise). Never blocks, so it may be
+  // called from this subscription's own callbacks (`closed` then runs when
+  // the callback has returned).
   virtual void Close(std::function<void()> closed) = 0;
 };
 

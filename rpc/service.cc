@@ -337,18 +337,33 @@ class SubscribeReactor : public grpc::ServerBidiReactor<pb::SubscribeRequest,
   void EndLocked(grpc::Status status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     if (end_.has_value()) return;
     end_ = std::move(status);
-    if (!end_->ok()) {
-      // Drop what is not on its way yet; leased messages among it are
-      // released when the subscription closes.
-      while (pending_.size() > (writing_ ? 1u : 0u)) pending_.pop_back();
+    // Drop what is not on its way yet (on a clean end, only the messages:
+    // acks still go out); the subscription releases those leases as it
+    // closes.
+    // The one being written stays where it is: only the back is touched.
+    const size_t keep = writing_ ? 1 : 0;
+    std::vector<pb::SubscribeResponse> tail;
+    while (pending_.size() > keep) {
+      tail.push_back(std::move(pending_.back()));
+      pending_.pop_back();
+    }
+    for (auto it = tail.rbegin(); it != tail.rend(); ++it) {
+      if (end_->ok() && it->messages_size() == 0) {
+        pending_.push_back(std::move(*it));
+      }
     }
   }
 
   void End(grpc::Status status) {
+    std::shared_ptr<Subscription> sub;
     {
       absl::MutexLock lock(&mu_);
       EndLocked(std::move(status));
+      sub = subscription_;
     }
+    // Leases nothing more from now on and releases what the stream held,
+    // without waiting for OnDone (the client may already have the status).
+    if (sub != nullptr) sub->Close(nullptr);
     Pump();
   }
 
