@@ -74,8 +74,7 @@ class Samples {
 
 void Check(const grpc::Status& s, const char* what) {
   if (s.ok()) return;
-  std::cerr << "push_latency: " << what << ": " << s.error_message() << " ("
-            << s.error_code() << ")" << std::endl;
+  std::cerr << "push_latency: " << what << ": " << FormatStatus(s) << std::endl;
   std::exit(1);
 }
 

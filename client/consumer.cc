@@ -293,7 +293,7 @@ absl::Status Consumer::RunStream(absl::Time& last_useful) {
         outbox_.releases.push_back(std::move(release));
         continue;
       }
-      held_[message.receipt_handle()] = Held{message, last_useful, false};
+      held_[message.receipt_handle()] = Held{last_useful};
       ready_.push_back(std::move(message));
     }
     if (response.has_ack()) OnAck(response.ack());
@@ -400,8 +400,6 @@ void Consumer::RunWorker() {
       if (abandon_ || ready_.empty()) return;
       message = std::move(ready_.front());
       ready_.pop_front();
-      auto held = held_.find(message.receipt_handle());
-      if (held != held_.end()) held->second.started = true;
     }
     absl::Status result;
     try {

@@ -143,9 +143,7 @@ class Consumer {
  private:
   // A message delivered and not yet deleted or released.
   struct Held {
-    v1::Message message;
     absl::Time last_extended;
-    bool started = false;
   };
   // A request waiting to be sent or to be acknowledged.
   struct Op {

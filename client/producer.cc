@@ -54,18 +54,18 @@ void Producer::Send(v1::SendEntry entry, Callback done) {
     // A message bigger than the whole budget still goes when nothing else
     // is pending, so that it gets the server's verdict.
     auto has_room = [this, bytes]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-      return closing_ || pending_messages_ == 0 ||
-             (pending_messages_ < options_.max_pending_messages &&
+      return closing_ || PendingMessagesLocked() == 0 ||
+             (PendingMessagesLocked() < options_.max_pending_messages &&
               pending_bytes_ + bytes <= options_.max_pending_bytes);
     };
     if (!has_room()) {
       if (options_.block_when_full) {
         mu_.Await(absl::Condition(&has_room));
       } else {
-        refused = absl::ResourceExhaustedError(
-            absl::StrCat("producer for queue \"", options_.queue,
-                         "\" is full: ", pending_messages_, " messages and ",
-                         pending_bytes_, " bytes wait for their result"));
+        refused = absl::ResourceExhaustedError(absl::StrCat(
+            "producer for queue \"", options_.queue,
+            "\" is full: ", PendingMessagesLocked(), " messages and ",
+            pending_bytes_, " bytes wait for their result"));
       }
     }
     if (refused.ok() && closing_) {
@@ -73,7 +73,6 @@ void Producer::Send(v1::SendEntry entry, Callback done) {
           "producer for queue \"", options_.queue, "\" is closed"));
     }
     if (refused.ok()) {
-      ++pending_messages_;
       pending_bytes_ += bytes;
       queue_bytes_ += bytes;
       ++queued_total_;
@@ -150,10 +149,7 @@ void Producer::Run() {
     }
     SendBatch(batch);
     absl::MutexLock lock(&mu_);
-    for (const Pending& pending : batch) {
-      --pending_messages_;
-      pending_bytes_ -= pending.bytes;
-    }
+    for (const Pending& pending : batch) pending_bytes_ -= pending.bytes;
     answered_total_ += batch.size();
   }
 }

@@ -557,9 +557,7 @@ absl::StatusOr<std::vector<uint64_t>> Queue::Send(
   return FinishSend(plan, storage_->Write(&plan.batch));
 }
 
-void Queue::SendAsync(
-    absl::Span<const SendEntry> entries,
-    std::function<void(absl::StatusOr<std::vector<uint64_t>>)> done) {
+void Queue::SendAsync(absl::Span<const SendEntry> entries, SendCallback done) {
   auto plan = std::make_shared<SendPlan>();
   absl::StatusOr<bool> write =
       PrepareSend(entries, /*may_wait=*/false, plan.get());
@@ -1381,7 +1379,7 @@ absl::StatusOr<std::vector<absl::Status>> Queue::DeleteWith(
 }
 
 void Queue::DeleteAsync(absl::Span<const std::string> receipts,
-                        DeleteCallback done) {
+                        Engine::DeleteCallback done) {
   if (absl::Status s = ValidateBatchSize(receipts.size(), "a delete batch");
       !s.ok()) {
     done(s);
@@ -1391,7 +1389,7 @@ void Queue::DeleteAsync(absl::Span<const std::string> receipts,
 }
 
 void Queue::DeleteImpl(absl::Span<const std::string> receipts, DeleteHook* hook,
-                       bool async, DeleteCallback done) {
+                       bool async, Engine::DeleteCallback done) {
   // What the write's completion needs, kept alive across an async write.
   struct Pending {
     std::vector<std::string> receipts;

@@ -88,9 +88,7 @@ class Queue : public std::enable_shared_from_this<Queue> {
   // Send without blocking: the write goes through Storage::WriteAsync and
   // `done` runs on the storage's commit thread (or at once on this thread
   // for bad input and batches of duplicates only).
-  void SendAsync(
-      absl::Span<const SendEntry> entries,
-      std::function<void(absl::StatusOr<std::vector<uint64_t>>)> done);
+  void SendAsync(absl::Span<const SendEntry> entries, SendCallback done);
 
   // Leases up to options.max_messages. When none is ready and `waiter` is
   // given, parks it (atomically with finding nothing) and sets *parked.
@@ -106,9 +104,8 @@ class Queue : public std::enable_shared_from_this<Queue> {
       absl::Span<const std::string> receipts);
   // Delete without blocking: `done` runs on the storage's commit thread (or
   // at once on this thread when nothing needs writing).
-  using DeleteCallback =
-      std::function<void(absl::StatusOr<std::vector<absl::Status>>)>;
-  void DeleteAsync(absl::Span<const std::string> receipts, DeleteCallback done);
+  void DeleteAsync(absl::Span<const std::string> receipts,
+                   Engine::DeleteCallback done);
   absl::StatusOr<std::vector<absl::Status>> ChangeVisibility(
       absl::Span<const VisibilityChange> changes);
 
@@ -224,7 +221,7 @@ class Queue : public std::enable_shared_from_this<Queue> {
   // Delete, with `hook` (may be null; sync only) joining the write; `done`
   // gets the outcome.
   void DeleteImpl(absl::Span<const std::string> receipts, DeleteHook* hook,
-                  bool async, DeleteCallback done);
+                  bool async, Engine::DeleteCallback done);
   // Delete, with `hook` (may be null) joining the write.
   absl::StatusOr<std::vector<absl::Status>> DeleteWith(
       absl::Span<const std::string> receipts, DeleteHook* hook);

@@ -216,10 +216,6 @@ Storage::~Storage() {
 }
 
 absl::Status Storage::Write(rocksdb::WriteBatch* batch) {
-  return WriteNow(batch);
-}
-
-absl::Status Storage::WriteNow(rocksdb::WriteBatch* batch) {
   absl::Status s = FromRocks(db_->Write(write_options_, batch), "write");
   if (s.ok() && range_deletes_due_.load(std::memory_order_relaxed)) {
     MaybeFlushRangeDeletes();
@@ -265,7 +261,7 @@ void Storage::CommitLoop() {
     }
     absl::Status s;
     if (group.size() == 1) {
-      s = WriteNow(&group[0].batch);
+      s = Write(&group[0].batch);
     } else {
       rocksdb::WriteBatch merged;
       BatchCopier copier(&merged, handles_);
@@ -275,7 +271,7 @@ void Storage::CommitLoop() {
           break;
         }
       }
-      if (s.ok()) s = WriteNow(&merged);
+      if (s.ok()) s = Write(&merged);
     }
     for (PendingWrite& w : group) w.done(s);
   }

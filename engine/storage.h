@@ -86,8 +86,6 @@ class Storage {
 
   // Flushes the column families that have gathered enough range deletes.
   void MaybeFlushRangeDeletes();
-  // Applies `batch` and flushes range deletes when due.
-  absl::Status WriteNow(rocksdb::WriteBatch* batch);
   void CommitLoop();
 
   struct PendingWrite {

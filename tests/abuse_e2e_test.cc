@@ -634,8 +634,6 @@ TEST_F(AbuseTest, ClientsWhoseDeadlineExpiresMidCall) {
   int done = 0;
   const absl::Time start = absl::Now();
   for (int i = 0; i < kPolls; ++i) {
-    if (i % 10000 == 0)
-      std::cerr << "PROGRESS " << i << " " << absl::Now() - start << std::endl;
     polls[i] = std::make_unique<Poll>();
     Poll* p = polls[i].get();
     p->context.set_deadline(
