@@ -161,6 +161,13 @@ class SubscribeReactor : public grpc::ServerBidiReactor<pb::SubscribeRequest,
                                                         pb::SubscribeResponse> {
  public:
   explicit SubscribeReactor(Engine* engine) : engine_(engine) {
+    {
+      // Orders this construction before every later use under mu_ (on
+      // gRPC's threads and on engine threads) where ThreadSanitizer can see
+      // it: gRPC hands the new reactor to its other threads through its own
+      // uninstrumented synchronization.
+      absl::MutexLock lock(&mu_);
+    }
     StartRead(&request_);
   }
 
@@ -301,9 +308,20 @@ class SubscribeReactor : public grpc::ServerBidiReactor<pb::SubscribeRequest,
         // A client that does not read its acks gets no more requests read.
         read_paused_ = pending_.size() > kMaxQueuedResponses;
         read = !read_paused_;
+        // This is an engine thread, not a reaction: until StartRead has
+        // returned, the stream must not be finished (its OnDone could come
+        // first and free the call under StartRead).
+        if (read) read_starting_ = true;
       }
       Pump();
-      if (read) StartRead(&request_);
+      if (read) {
+        StartRead(&request_);
+        {
+          absl::MutexLock lock(&mu_);
+          read_starting_ = false;
+        }
+        Pump();  // Finishes the stream if it ended meanwhile.
+      }
     });
     return grpc::Status::OK;
   }
@@ -381,7 +399,7 @@ class SubscribeReactor : public grpc::ServerBidiReactor<pb::SubscribeRequest,
         // Stays in place until OnWriteDone pops it: a deque does not move
         // its elements when more are added at the back.
         next = &pending_.front();
-      } else if (end_.has_value()) {
+      } else if (end_.has_value() && !read_starting_) {
         finished_ = true;
         finish = *end_;
       }
@@ -408,6 +426,9 @@ class SubscribeReactor : public grpc::ServerBidiReactor<pb::SubscribeRequest,
   std::optional<grpc::Status> end_ ABSL_GUARDED_BY(mu_);
   bool finished_ ABSL_GUARDED_BY(mu_) = false;
   bool read_paused_ ABSL_GUARDED_BY(mu_) = false;
+  // An engine thread is between deciding to start a read and StartRead
+  // returning; Finish waits for it.
+  bool read_starting_ ABSL_GUARDED_BY(mu_) = false;
 };
 
 }  // namespace

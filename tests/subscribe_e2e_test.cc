@@ -1,6 +1,7 @@
 // Subscribe over gRPC against the real server: push on arrival, exact
 // credit, deletes/extends/releases on the stream, and leases released when a
 // stream ends.
+#include <atomic>
 #include <fstream>
 #include <memory>
 #include <set>
@@ -225,6 +226,49 @@ TEST_F(SubscribeE2ETest, HalfClosedStreamEndsOkAndReleasesItsLeases) {
   EXPECT_TRUE(s->Close().ok());
   EXPECT_EQ(Bodies(ReceiveCount(q, 1, kLongLeaseMs)),
             std::vector<std::string>{"a"});
+}
+
+// The way `weirctl tail -n N --delete` ends: delete, read the ack, then
+// half-close and cancel at once. The server answers the ack from an engine
+// thread and starts its next read from there while the cancel finishes the
+// stream on a gRPC thread; done many times over on several streams at once,
+// the server must keep serving (a read started on a finished stream would
+// bring it down).
+TEST_F(SubscribeE2ETest, CancelRightAfterAnAckLeavesTheServerServing) {
+  const std::string q = NewQueue("sub-ack-cancel");
+  constexpr int kThreads = 4;
+  constexpr int kRounds = 50;
+  std::vector<std::string> bodies(kThreads * kRounds, "m");
+  SendOk(q, bodies);
+  std::atomic<int> deleted{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&] {
+      for (int i = 0; i < kRounds; ++i) {
+        auto s = NewStream();
+        if (!s->Start(q, 1, kLongLeaseMs)) return;
+        std::vector<weir::v1::Message> got = s->Messages(1);
+        if (got.size() != 1) return;
+        SubscribeRequest req;
+        req.set_request_id(1);
+        req.add_delete_receipt_handles(got[0].receipt_handle());
+        if (!s->Write(req)) return;
+        weir::v1::SubscribeAck ack = s->Ack();
+        if (ack.delete_results_size() == 1 &&
+            ack.delete_results(0).code() == kCodeOk) {
+          ++deleted;
+        }
+        s->Cancel();
+        s->Finish();
+      }
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  EXPECT_EQ(deleted.load(), kThreads * kRounds);
+  ASSERT_TRUE(server().running());
+  QueueStats stats = Stats(q);
+  EXPECT_EQ(stats.deleted_total(), static_cast<uint64_t>(kThreads * kRounds));
+  EXPECT_EQ(stats.in_flight(), 0u);
 }
 
 TEST_F(SubscribeE2ETest, OneGroupSharesTwoGroupsBothGetEverything) {
