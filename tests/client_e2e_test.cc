@@ -1,7 +1,6 @@
 // weir::Client and weir::Producer against the real server: every typed call
 // once, errors with the server's code and message, and the producer's
 // batching by count, bytes and linger time with per-message results.
-#include <signal.h>
 
 #include <atomic>
 #include <cstdint>
@@ -186,17 +185,18 @@ TEST_F(ClientE2ETest, GroupsAndRedrive) {
 TEST_F(ClientE2ETest, PerCallDeadline) {
   const std::string queue = NewQueue("client-deadline");
   // A frozen server answers nothing: the call ends at its deadline.
-  ASSERT_EQ(kill(server().pid(), SIGSTOP), 0);
+  const absl::Status frozen = server().Freeze();
+  ASSERT_TRUE(frozen.ok()) << frozen;
   absl::StatusOr<v1::QueueStats> stats = weir().GetQueueStats(
       queue, "", CallOptions{.timeout = absl::Milliseconds(200)});
-  ASSERT_EQ(kill(server().pid(), SIGCONT), 0);
+  const absl::Status thawed = server().Thaw();
+  ASSERT_TRUE(thawed.ok()) << thawed;
   EXPECT_EQ(stats.status().code(), absl::StatusCode::kDeadlineExceeded)
       << stats.status();
   // A long poll's deadline is the timeout plus its wait.
   ReceiveOptions receive{.max_messages = 1, .wait = absl::Seconds(2)};
-  absl::StatusOr<std::vector<v1::Message>> messages =
-      weir().Receive(queue, receive,
-                     CallOptions{.timeout = absl::Milliseconds(500)});
+  absl::StatusOr<std::vector<v1::Message>> messages = weir().Receive(
+      queue, receive, CallOptions{.timeout = absl::Milliseconds(500)});
   ASSERT_TRUE(messages.ok()) << messages.status();
   EXPECT_TRUE(messages->empty());
 }

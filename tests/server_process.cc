@@ -280,6 +280,33 @@ absl::StatusOr<int> ServerProcess::Stop(absl::Duration timeout) {
   return WEXITSTATUS(wait_status);
 }
 
+absl::Status ServerProcess::Freeze() {
+  if (pid_ <= 0) {
+    return absl::FailedPreconditionError("weir_server is not running");
+  }
+  if (kill(pid_, SIGSTOP) != 0) return ErrnoStatus("kill SIGSTOP", errno);
+  int wait_status = 0;
+  pid_t reaped;
+  do {
+    reaped = waitpid(pid_, &wait_status, WUNTRACED);
+  } while (reaped < 0 && errno == EINTR);
+  if (reaped < 0) return ErrnoStatus("waitpid", errno);
+  if (!WIFSTOPPED(wait_status)) {
+    pid_ = -1;
+    return absl::InternalError(
+        absl::StrCat("weir_server ended by ", DescribeWaitStatus(wait_status)));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ServerProcess::Thaw() {
+  if (pid_ <= 0) {
+    return absl::FailedPreconditionError("weir_server is not running");
+  }
+  if (kill(pid_, SIGCONT) != 0) return ErrnoStatus("kill SIGCONT", errno);
+  return absl::OkStatus();
+}
+
 absl::Status ServerProcess::Restart() {
   if (running()) {
     absl::StatusOr<int> code = Stop();

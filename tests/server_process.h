@@ -86,6 +86,14 @@ class ServerProcess {
   // exit in time (it is then killed); FAILED_PRECONDITION if none is running.
   absl::StatusOr<int> Stop(absl::Duration timeout = absl::Seconds(30));
 
+  // Sends SIGSTOP and waits (waitpid WUNTRACED) until every thread of the
+  // child has stopped: kill() returns before the stop takes effect, and a
+  // thread already running could still answer a call meanwhile. A frozen
+  // server accepts connections (the kernel does) but answers nothing.
+  absl::Status Freeze();
+  // Sends SIGCONT to a frozen child.
+  absl::Status Thaw();
+
   // Starts the server again on the same data directory and durability, on a
   // new port (the same one with ServerOptions::keep_port). A running server is
   // stopped first (SIGTERM); a failure to stop cleanly is returned and nothing

@@ -13,7 +13,14 @@ failures=0
 server_pid=""
 
 cleanup() {
+  local status=$?
   if [[ -n "$server_pid" ]]; then kill -9 "$server_pid" 2>/dev/null || true; fi
+  # Whatever ended the script early (set -e, a failed check), the server's
+  # log says what the server saw.
+  if ((status != 0)) && [[ -s "$work/server.log" ]]; then
+    echo "server log:" >&2
+    cat "$work/server.log" >&2
+  fi
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -174,8 +181,7 @@ server_pid=""
 expect_eq "weir_server exit status on SIGTERM" "$status" "0"
 
 if ((failures > 0)); then
-  echo "$failures check(s) failed; server log:" >&2
-  cat "$work/server.log" >&2
+  echo "$failures check(s) failed" >&2
   exit 1
 fi
 echo "all weirctl checks passed"
