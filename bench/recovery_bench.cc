@@ -133,23 +133,29 @@ int Main(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
     const bool has_value = i + 1 < argc;
+    bool valid = true;
     if (arg == "--messages" && has_value) {
-      absl::SimpleAtoi(argv[++i], &config.messages);
+      valid = absl::SimpleAtoi(argv[++i], &config.messages);
     } else if (arg == "--leases" && has_value) {
-      absl::SimpleAtoi(argv[++i], &config.leases);
+      valid = absl::SimpleAtoi(argv[++i], &config.leases);
     } else if (arg == "--size" && has_value) {
-      absl::SimpleAtoi(argv[++i], &config.size);
+      valid = absl::SimpleAtoi(argv[++i], &config.size);
     } else if (arg == "--open" && has_value) {
       open_dir = argv[++i];
     } else {
+      valid = false;
+    }
+    if (!valid) {
       std::cerr << "usage: recovery_bench [--messages N] [--leases N] "
-                   "[--size BYTES] [--smoke]"
+                   "[--size BYTES] [--open DIR] [--smoke]"
                 << std::endl;
       return 64;
     }
   }
-  if (config.leases > config.messages || config.size < 32) {
-    std::cerr << "recovery_bench: --leases must not exceed --messages, and "
+  if (config.messages < 0 || config.leases < 0 ||
+      config.leases > config.messages || config.size < 32) {
+    std::cerr << "recovery_bench: --messages and --leases must not be "
+                 "negative, --leases must not exceed --messages, and "
                  "--size must be at least 32"
               << std::endl;
     return 64;

@@ -15,7 +15,6 @@ namespace weir {
 namespace {
 
 // Most entries one Delete or ChangeVisibility call may carry.
-constexpr size_t kMaxBatchEntries = 1000;
 
 absl::StatusOr<std::string> ReadPemFile(const std::string& path,
                                         const char* what) {
@@ -92,6 +91,24 @@ absl::Status AppendResults(
     out.push_back(FromEntryResult(result));
   }
   return absl::OkStatus();
+}
+
+// Splits `n` entries into calls of at most Client::kMaxBatchEntries each:
+// runs `call(first, end, results)` for every chunk in order (once even for
+// none, so the server still validates the request) and stops at the first
+// call that fails as a whole.
+template <typename ChunkCall>
+absl::StatusOr<std::vector<absl::Status>> InChunks(size_t n, ChunkCall call) {
+  std::vector<absl::Status> results;
+  results.reserve(n);
+  size_t first = 0;
+  do {
+    const size_t end =
+        std::min(n, first + static_cast<size_t>(Client::kMaxBatchEntries));
+    if (absl::Status s = call(first, end, results); !s.ok()) return s;
+    first = end;
+  } while (first < n);
+  return results;
 }
 
 }  // namespace
@@ -310,11 +327,8 @@ absl::StatusOr<std::vector<v1::Message>> Client::Receive(
 absl::StatusOr<std::vector<absl::Status>> Client::Delete(
     const std::string& queue, const std::vector<std::string>& receipts,
     const CallOptions& call) {
-  std::vector<absl::Status> results;
-  results.reserve(receipts.size());
-  size_t first = 0;
-  do {
-    const size_t end = std::min(receipts.size(), first + kMaxBatchEntries);
+  return InChunks(receipts.size(), [&](size_t first, size_t end,
+                                       std::vector<absl::Status>& results) {
     v1::DeleteRequest request;
     request.set_queue(queue);
     for (size_t i = first; i < end; ++i) {
@@ -325,22 +339,16 @@ absl::StatusOr<std::vector<absl::Status>> Client::Delete(
     SetDeadline(context, call);
     grpc::Status status = stub_->Delete(&context, request, &response);
     if (!status.ok()) return FromGrpcStatus(status);
-    absl::Status appended = AppendResults(
-        response.results(), request.receipt_handles_size(), results);
-    if (!appended.ok()) return appended;
-    first = end;
-  } while (first < receipts.size());
-  return results;
+    return AppendResults(response.results(), request.receipt_handles_size(),
+                         results);
+  });
 }
 
 absl::StatusOr<std::vector<absl::Status>> Client::ChangeVisibility(
     const std::string& queue, const std::vector<v1::VisibilityChange>& changes,
     const CallOptions& call) {
-  std::vector<absl::Status> results;
-  results.reserve(changes.size());
-  size_t first = 0;
-  do {
-    const size_t end = std::min(changes.size(), first + kMaxBatchEntries);
+  return InChunks(changes.size(), [&](size_t first, size_t end,
+                                      std::vector<absl::Status>& results) {
     v1::ChangeVisibilityRequest request;
     request.set_queue(queue);
     for (size_t i = first; i < end; ++i) *request.add_entries() = changes[i];
@@ -349,12 +357,8 @@ absl::StatusOr<std::vector<absl::Status>> Client::ChangeVisibility(
     SetDeadline(context, call);
     grpc::Status status = stub_->ChangeVisibility(&context, request, &response);
     if (!status.ok()) return FromGrpcStatus(status);
-    absl::Status appended =
-        AppendResults(response.results(), request.entries_size(), results);
-    if (!appended.ok()) return appended;
-    first = end;
-  } while (first < changes.size());
-  return results;
+    return AppendResults(response.results(), request.entries_size(), results);
+  });
 }
 
 absl::StatusOr<v1::Group> Client::CreateGroup(const std::string& queue,

@@ -93,6 +93,12 @@ v1::LogPosition TimePosition(absl::Time time);
 // codes are the server's (NOT_FOUND, INVALID_ARGUMENT, ...; see weir.proto).
 class Client {
  public:
+  // The most entries one call may carry, the server's limit (weir.proto):
+  // messages of a Send, receipts of a Delete, changes of a ChangeVisibility,
+  // and deletes, extensions and releases of one Subscribe request. Delete
+  // and ChangeVisibility below split longer lists themselves.
+  static constexpr int kMaxBatchEntries = 1000;
+
   // Creates a client for `address` ("host:port"). The channel connects
   // lazily, so an unreachable server is reported by the first call, not
   // here. Fails with INVALID_ARGUMENT / NOT_FOUND when a TLS file named in

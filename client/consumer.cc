@@ -15,7 +15,6 @@ namespace {
 
 // Limits of the Subscribe stream (weir.proto).
 constexpr int kMaxCredit = 1000;  // credit outstanding may be 10000; N <= 1000
-constexpr int kMaxEntriesPerRequest = 1000;
 constexpr absl::Duration kMaxLease = absl::Hours(12);
 // How long a closed stream may take to end after WritesDone before it is
 // cancelled.
@@ -335,12 +334,12 @@ bool Consumer::TakeRequest(v1::SubscribeRequest& request, absl::Time now) {
   }
   int entries = 0;
   Op op;
-  while (!outbox_.deletes.empty() && entries < kMaxEntriesPerRequest) {
+  while (!outbox_.deletes.empty() && entries < Client::kMaxBatchEntries) {
     op.deletes.push_back(std::move(outbox_.deletes.back()));
     outbox_.deletes.pop_back();
     ++entries;
   }
-  while (!outbox_.releases.empty() && entries < kMaxEntriesPerRequest) {
+  while (!outbox_.releases.empty() && entries < Client::kMaxBatchEntries) {
     op.releases.push_back(std::move(outbox_.releases.back()));
     outbox_.releases.pop_back();
     ++entries;
@@ -352,7 +351,7 @@ bool Consumer::TakeRequest(v1::SubscribeRequest& request, absl::Time now) {
     *request.add_release() = release;
   }
   for (auto& [receipt, held] : held_) {
-    if (entries >= kMaxEntriesPerRequest) break;
+    if (entries >= Client::kMaxBatchEntries) break;
     if (now - held.last_extended < heartbeat_interval_) continue;
     v1::VisibilityChange* extend = request.add_extend();
     extend->set_receipt_handle(receipt);

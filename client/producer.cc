@@ -12,12 +12,9 @@
 namespace weir {
 namespace {
 
-// The most entries one Send call may carry.
-constexpr int kMaxSendEntries = 1000;
-
 ProducerOptions Sanitized(ProducerOptions options) {
   options.max_batch_messages =
-      std::clamp(options.max_batch_messages, 1, kMaxSendEntries);
+      std::clamp(options.max_batch_messages, 1, Client::kMaxBatchEntries);
   options.max_batch_bytes = std::max<size_t>(options.max_batch_bytes, 1);
   options.max_pending_messages =
       std::max<size_t>(options.max_pending_messages, 1);

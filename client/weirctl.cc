@@ -36,8 +36,6 @@
 namespace weir {
 namespace {
 
-// Most entries one Send call may carry.
-constexpr size_t kMaxBatchEntries = 1000;
 // Credit `tail` keeps granted: how many messages may be on their way.
 constexpr int64_t kTailCredit = 100;
 // A Send batch stops growing at this many body bytes, keeping each request
@@ -388,7 +386,8 @@ class Session {
     while (next < bodies.size()) {
       std::vector<v1::SendEntry> entries;
       size_t batch_bytes = 0;
-      while (next < bodies.size() && entries.size() < kMaxBatchEntries &&
+      while (next < bodies.size() &&
+             entries.size() < static_cast<size_t>(Client::kMaxBatchEntries) &&
              (entries.empty() ||
               batch_bytes + bodies[next].size() <= kMaxBatchBytes)) {
         batch_bytes += bodies[next].size();

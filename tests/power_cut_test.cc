@@ -12,7 +12,9 @@
 #include <stdlib.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstdint>
+#include <cstring>
 #include <iostream>
 #include <map>
 #include <memory>
@@ -66,7 +68,10 @@ std::string NewDir() {
   const char* base = std::getenv("TEST_TMPDIR");
   std::string templ =
       absl::StrCat(base != nullptr ? base : "/tmp", "/power-cut-XXXXXX");
-  EXPECT_NE(mkdtemp(templ.data()), nullptr);
+  if (mkdtemp(templ.data()) == nullptr) {
+    ADD_FAILURE() << "mkdtemp " << templ << ": " << std::strerror(errno);
+    return "";
+  }
   return templ;
 }
 
@@ -131,6 +136,7 @@ class PowerCutTest : public ::testing::Test {
   // drops what was not synced.
   void RunUntilPowerCut(Durability durability, Cut* cut, int64_t run_ms = -1) {
     dir_ = NewDir();
+    ASSERT_FALSE(dir_.empty());
     cut->opened_at = absl::Now();
     FaultyEngine f = OpenFaulty(dir_, &clock_, durability);
     ASSERT_NE(f.engine, nullptr);
@@ -426,6 +432,7 @@ std::vector<std::string> Bodies(const std::map<uint64_t, ReceivedMessage>& m) {
 // themselves (RocksDB's recovery from a full disk), without a restart.
 TEST_F(PowerCutTest, WritesResumeOnceTheDiskHasSpaceAgain) {
   dir_ = NewDir();
+  ASSERT_FALSE(dir_.empty());
   FaultyEngine f = OpenFaulty(dir_, &clock_);
   ASSERT_NE(f.engine, nullptr);
   ASSERT_TRUE(SendBody(*f.engine, "before").ok());
@@ -454,6 +461,7 @@ TEST_F(PowerCutTest, WritesResumeOnceTheDiskHasSpaceAgain) {
 // acknowledged, and writes go on.
 TEST_F(PowerCutTest, AWriteErrorLosesNothingAcknowledgedAcrossARestart) {
   dir_ = NewDir();
+  ASSERT_FALSE(dir_.empty());
   {
     FaultyEngine f = OpenFaulty(dir_, &clock_);
     ASSERT_NE(f.engine, nullptr);
