@@ -455,6 +455,7 @@ int Main(int argc, char** argv) {
   std::string duration = "1h", sample_interval = "10s", visibility = "2s",
               keep_deleted = "2m", max_age = "0", drain_timeout = "2m";
   std::string server_binary;
+  bool keep_data = false;
   app.add_option("--duration", duration, "length of the load, e.g. 1h, 15s")
       ->capture_default_str();
   app.add_option("--sample_interval", sample_interval)->capture_default_str();
@@ -487,6 +488,8 @@ int Main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--server_binary", server_binary,
                  "weir_server to run (default: from the runfiles)");
+  app.add_flag("--keep_data", keep_data,
+               "leave the data directory (and RocksDB's LOG) in place");
   std::string from_csv;
   app.add_option("--from_csv", from_csv,
                  "only print the summary of a run's CSV (no server, no load)");
@@ -707,8 +710,12 @@ int Main(int argc, char** argv) {
               << std::endl;
     return 1;
   }
-  std::error_code ec;
-  std::filesystem::remove_all(server.data_dir(), ec);
+  if (keep_data) {
+    std::cout << "soak: data directory kept: " << server.data_dir() << "\n";
+  } else {
+    std::error_code ec;
+    std::filesystem::remove_all(server.data_dir(), ec);
+  }
   if (lost > 0) return 3;
   if (backlog != 0 || acked_not_deleted != 0) {
     std::cerr << "soak: the queue did not drain within "
