@@ -1,6 +1,7 @@
 #include "bench/bench_util.h"
 
 #include <stdlib.h>
+#include <sys/stat.h>
 
 #include <algorithm>
 #include <cmath>
@@ -22,9 +23,8 @@ namespace bench {
 
 ScratchDir::ScratchDir(absl::string_view prefix) {
   const char* base = std::getenv("TEST_TMPDIR");
-  std::string templ =
-      absl::StrCat(base != nullptr && *base != '\0' ? base : "/tmp", "/",
-                   prefix, "-XXXXXX");
+  std::string templ = absl::StrCat(
+      base != nullptr && *base != '\0' ? base : "/tmp", "/", prefix, "-XXXXXX");
   if (mkdtemp(templ.data()) == nullptr) {
     std::cerr << "mkdtemp " << templ << ": " << std::strerror(errno) << "\n";
     std::exit(1);
@@ -139,6 +139,20 @@ uint64_t DirectoryBytes(const std::string& path) {
   for (const auto& entry :
        std::filesystem::recursive_directory_iterator(path, ec)) {
     if (entry.is_regular_file(ec)) total += entry.file_size(ec);
+  }
+  return total;
+}
+
+uint64_t DiskUsageBytes(const std::string& path) {
+  uint64_t total = 0;
+  std::error_code ec;
+  // increment(ec) rather than a range-for, whose ++ throws on an error.
+  for (std::filesystem::recursive_directory_iterator it(path, ec), end;
+       !ec && it != end; it.increment(ec)) {
+    struct stat st;
+    if (lstat(it->path().c_str(), &st) == 0 && S_ISREG(st.st_mode)) {
+      total += static_cast<uint64_t>(st.st_blocks) * 512;
+    }
   }
   return total;
 }

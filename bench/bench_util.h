@@ -77,6 +77,11 @@ uint64_t PeakResidentBytes();
 // Total size of the regular files under `path`.
 uint64_t DirectoryBytes(const std::string& path);
 
+// Disk space the regular files under `path` occupy (st_blocks * 512), what
+// `du` reports: preallocated space counts, holes do not. Files that vanish
+// during the walk (RocksDB deletes obsolete ones at any time) are skipped.
+uint64_t DiskUsageBytes(const std::string& path);
+
 // "12.3 MiB" and the like.
 std::string HumanBytes(uint64_t bytes);
 
