@@ -123,7 +123,15 @@ ServerProcess::ServerProcess(ServerOptions options, std::string binary,
       binary_(std::move(binary)),
       scratch_dir_(std::move(scratch_dir)) {}
 
-ServerProcess::~ServerProcess() { Kill(); }
+ServerProcess::~ServerProcess() {
+  Kill();
+  // The ready files and their directory are this object's own (the data
+  // directory is left alone: a caller may want to look at it).
+  for (int i = 1; i <= launches_; ++i) {
+    unlink(absl::StrCat(scratch_dir_, "/ready-", i).c_str());
+  }
+  rmdir(scratch_dir_.c_str());
+}
 
 std::unique_ptr<weir::v1::Weir::Stub> ServerProcess::NewStub() const {
   return weir::v1::Weir::NewStub(channel_);
