@@ -31,6 +31,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "bench/bench_util.h"
 #include "client/channel.h"
 #include "grpcpp/grpcpp.h"
 #include "weir/v1/weir.grpc.pb.h"
@@ -110,18 +111,6 @@ void SetDeadline(grpc::ClientContext& context) {
   context.set_deadline(absl::ToChronoTime(absl::Now() + kCallTimeout));
 }
 
-// Random alphanumeric text to cut message bodies from, so that bodies differ
-// and storage compression does not flatter the numbers.
-std::string RandomText(size_t size, uint64_t seed) {
-  static constexpr char kAlphabet[] =
-      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
-  std::mt19937_64 rng(seed);
-  std::uniform_int_distribution<size_t> pick(0, sizeof(kAlphabet) - 2);
-  std::string text(size, ' ');
-  for (char& c : text) c = kAlphabet[pick(rng)];
-  return text;
-}
-
 PhaseResult Summarize(const std::string& phase, int64_t messages,
                       Clock::time_point start,
                       std::vector<ClientRecord>& records) {
@@ -151,7 +140,8 @@ PhaseResult RunSend(const Config& config,
   std::vector<std::thread> threads;
   for (size_t i = 0; i < stubs.size(); ++i) {
     threads.emplace_back([&, i] {
-      const std::string text = RandomText(config.size + kTextSlack, i + 1);
+      const std::string text =
+          bench::RandomText(config.size + kTextSlack, i + 1);
       std::mt19937_64 rng(i + 1);
       std::uniform_int_distribution<size_t> offset(0, kTextSlack);
       ClientRecord& record = records[i];

@@ -21,8 +21,8 @@
 // are flat is reported, not enforced (a run on a noisy machine is a
 // measurement, not a test).
 
-#include <signal.h>
 #include <sys/types.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -639,7 +639,11 @@ int Main(int argc, char** argv) {
                      s.elapsed_s, s.rss_bytes / kMiB, s.disk_bytes / kMiB,
                      s.sent, s.deleted, s.redelivered, s.backlog)
               << std::endl;
-    if (kill(pid, 0) != 0) {
+    // kill(pid, 0) would still succeed on the unreaped child of a crashed
+    // server; WNOWAIT looks without reaping (ServerProcess reaps it).
+    siginfo_t exited{};
+    if (waitid(P_PID, pid, &exited, WEXITED | WNOHANG | WNOWAIT) != 0 ||
+        exited.si_pid == pid) {
       std::cerr << "soak: weir_server is gone" << std::endl;
       return 1;
     }
@@ -671,7 +675,8 @@ int Main(int argc, char** argv) {
   const double drain_s = absl::ToDoubleSeconds(absl::Now() - load_end);
   shared.consuming = false;
   for (std::thread& t : consumers) t.join();
-  backlog = Backlog(*admin);
+  Sample end_sample = take_sample(start);
+  backlog = end_sample.backlog;
 
   const int64_t issued = std::min(shared.next_seq.load(), shared.capacity);
   int64_t acked = 0, acked_not_deleted = 0, deleted_unacked = 0,
@@ -693,8 +698,6 @@ int Main(int argc, char** argv) {
   const int64_t lost = std::max<int64_t>(
       0, acked_not_deleted - maybe_deleted - std::max<int64_t>(backlog, 0));
 
-  Sample end_sample = take_sample(start);
-  end_sample.backlog = backlog;
   const Counters& n = shared.counters;
   const double d = absl::ToDoubleSeconds(c.duration);
 

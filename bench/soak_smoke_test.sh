@@ -12,7 +12,7 @@ grep -q "nothing acknowledged was lost" "$log"
 grep -q "^elapsed_s,rss_bytes,disk_bytes," "$out"
 rows=$(($(wc -l <"$out") - 1))
 if ((rows < 8)); then
-  echo "soak_smoke_test: $rows samples in $out, expected 8 (0 s to 14 s)" >&2
+  echo "soak_smoke_test: $rows samples in $out, expected at least 8 (one every 2 s for 15 s)" >&2
   exit 1
 fi
 # Every sample saw the server: a resident set and a data directory.

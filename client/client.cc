@@ -14,8 +14,6 @@
 namespace weir {
 namespace {
 
-// Most entries one Delete or ChangeVisibility call may carry.
-
 absl::StatusOr<std::string> ReadPemFile(const std::string& path,
                                         const char* what) {
   std::ifstream in(path, std::ios::binary);

@@ -124,16 +124,16 @@ class Producer {
 
   mutable absl::Mutex mu_;
   std::deque<Pending> queue_ ABSL_GUARDED_BY(mu_);
-  // Messages and bytes queued or being sent.
+  // Bytes of the messages queued or being sent.
   size_t pending_bytes_ ABSL_GUARDED_BY(mu_) = 0;
   // Bytes of the messages in queue_ (not yet taken into a batch).
   size_t queue_bytes_ ABSL_GUARDED_BY(mu_) = 0;
-  // Messages ever queued / ever answered; Flush waits for the second to
-  // reach the first.
   // Messages given to Send and not yet answered.
   size_t PendingMessagesLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     return static_cast<size_t>(queued_total_ - answered_total_);
   }
+  // Messages ever queued / ever answered; Flush waits for the second to
+  // reach the first.
   uint64_t queued_total_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t answered_total_ ABSL_GUARDED_BY(mu_) = 0;
   // The sending thread ignores linger until answered_total_ reaches this.

@@ -357,19 +357,15 @@ class SubscribeReactor : public grpc::ServerBidiReactor<pb::SubscribeRequest,
     end_ = std::move(status);
     // Drop what is not on its way yet (on a clean end, only the messages:
     // acks still go out); the subscription releases those leases as it
-    // closes.
-    // The one being written stays where it is: only the back is touched.
-    const size_t keep = writing_ ? 1 : 0;
-    std::vector<pb::SubscribeResponse> tail;
-    while (pending_.size() > keep) {
-      tail.push_back(std::move(pending_.back()));
-      pending_.pop_back();
-    }
-    for (auto it = tail.rbegin(); it != tail.rend(); ++it) {
-      if (end_->ok() && it->messages_size() == 0) {
-        pending_.push_back(std::move(*it));
-      }
-    }
+    // closes. The one being written (the front) is not touched: gRPC holds
+    // a pointer to it, and erasing at a deque's back moves nothing else.
+    const bool clean = end_->ok();
+    auto dropped =
+        std::remove_if(pending_.begin() + (writing_ ? 1 : 0), pending_.end(),
+                       [clean](const pb::SubscribeResponse& r) {
+                         return !clean || r.messages_size() > 0;
+                       });
+    pending_.erase(dropped, pending_.end());
   }
 
   void End(grpc::Status status) {

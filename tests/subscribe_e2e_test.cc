@@ -265,7 +265,7 @@ TEST_F(SubscribeE2ETest, CancelRightAfterAnAckLeavesTheServerServing) {
   }
   for (std::thread& t : threads) t.join();
   EXPECT_EQ(deleted.load(), kThreads * kRounds);
-  ASSERT_TRUE(server().running());
+  // A crashed server fails this call.
   QueueStats stats = Stats(q);
   EXPECT_EQ(stats.deleted_total(), static_cast<uint64_t>(kThreads * kRounds));
   EXPECT_EQ(stats.in_flight(), 0u);

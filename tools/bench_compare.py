@@ -560,18 +560,17 @@ def main():
     ap.add_argument("--run-timeout", type=float, default=1800)
     args = ap.parse_args()
 
-    systems = [s for s in args.systems.split(",") if s]
-    for s in systems:
+    systems = []
+    for s in (s for s in args.systems.split(",") if s):
         if s not in SYSTEM_TITLES:
             ap.error(f"unknown system {s}")
         binary = SERVER_BINARIES.get(s)
         if binary and not shutil.which(binary):
-            if args.skip_missing:
-                log(f"{binary} is not installed; leaving out {s}")
-                continue
-            ap.error(f"{binary} is not installed")
-    systems = [s for s in systems
-               if s not in SERVER_BINARIES or shutil.which(SERVER_BINARIES[s])]
+            if not args.skip_missing:
+                ap.error(f"{binary} is not installed")
+            log(f"{binary} is not installed; leaving out {s}")
+            continue
+        systems.append(s)
     tiers = [t for t in args.tiers.split(",") if t]
 
     work_dir = tempfile.mkdtemp(prefix="weir-bench-")
@@ -597,15 +596,15 @@ def main():
     finally:
         shutil.rmtree(work_dir, ignore_errors=True)
 
-    section = report(results, machine, args, None)
+    image = None
     if args.doc:
-        image = None
         gnuplot = shutil.which("gnuplot")
         if gnuplot and args.img_dir:
             image = chart(results, args.img_dir, gnuplot)
         elif args.img_dir:
             log("gnuplot is not installed; no chart")
-        section = report(results, machine, args, image)
+    section = report(results, machine, args, image)
+    if args.doc:
         write_doc(args.doc, section)
         if args.img_dir:
             with open(os.path.join(args.img_dir, "bench-compare.jsonl"),

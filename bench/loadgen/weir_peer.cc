@@ -14,6 +14,7 @@
 #include "absl/time/clock.h"
 #include "bench/loadgen/peer.h"
 #include "client/channel.h"
+#include "client/client.h"
 #include "grpcpp/grpcpp.h"
 #include "weir/v1/weir.grpc.pb.h"
 
@@ -24,10 +25,11 @@ namespace {
 // Deadline of a call beyond its own long-poll wait.
 constexpr absl::Duration kCallTimeout = absl::Seconds(30);
 
+// The client library's mapping, with `what` in front of the message.
 absl::Status FromGrpc(const grpc::Status& status, absl::string_view what) {
-  if (status.ok()) return absl::OkStatus();
-  return absl::Status(static_cast<absl::StatusCode>(status.error_code()),
-                      absl::StrCat(what, ": ", status.error_message()));
+  absl::Status s = FromGrpcStatus(status);
+  if (s.ok()) return s;
+  return absl::Status(s.code(), absl::StrCat(what, ": ", s.message()));
 }
 
 void SetDeadline(grpc::ClientContext& context, absl::Duration extra) {

@@ -15,6 +15,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "bench/bench_util.h"
 #include "bench/loadgen/proc_stats.h"
 
 namespace weir {
@@ -45,18 +46,6 @@ double CpuSecondsOfSelf() {
   getrusage(RUSAGE_SELF, &usage);
   return usage.ru_utime.tv_sec + usage.ru_stime.tv_sec +
          (usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e6;
-}
-
-// Random printable text, so that bodies differ and compression in a system
-// under test does not flatter it.
-std::string RandomText(size_t size, uint64_t seed) {
-  static constexpr char kAlphabet[] =
-      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
-  std::mt19937_64 rng(seed);
-  std::uniform_int_distribution<size_t> pick(0, sizeof(kAlphabet) - 2);
-  std::string text(size, ' ');
-  for (char& c : text) c = kAlphabet[pick(rng)];
-  return text;
 }
 
 void Stamp(std::string& body, int64_t intended_ns, uint64_t seq) {
@@ -106,8 +95,8 @@ class Run {
   void Produce(PeerClient& client, int index, int count, int batch,
                int64_t start_ns, bool open_loop, ThreadStats& stats) {
     std::vector<std::string> bodies(batch);
-    const std::string text =
-        RandomText(std::max(config_.size, kHeaderBytes) + 4096, index + 1);
+    const std::string text = bench::RandomText(
+        std::max(config_.size, kHeaderBytes) + 4096, index + 1);
     // The schedule: this producer's batches are `interval` apart, offset
     // so that the producers together send evenly.
     const double interval_ns =

@@ -9,7 +9,3 @@ extern "C" const char* __asan_default_options() {
   return "detect_leaks=1:check_initialization_order=1:strict_init_order=1:"
          "detect_odr_violation=2";
 }
-
-extern "C" const char* __ubsan_default_options() {
-  return "print_stacktrace=1:halt_on_error=1";
-}
