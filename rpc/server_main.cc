@@ -136,6 +136,7 @@ int main(int argc, char** argv) {
               << ", shutting down" << std::endl;
     // Long polls end at once; other calls get up to 5 s to finish.
     engine->get()->BeginShutdown();
+    service.BeginShutdown();
     server->Shutdown(std::chrono::system_clock::now() +
                      std::chrono::seconds(5));
   });

@@ -91,6 +91,22 @@ void ToProto(const std::vector<absl::Status>& results,
   }
 }
 
+std::vector<SendEntry> FromProto(
+    const google::protobuf::RepeatedPtrField<pb::SendEntry>& entries) {
+  std::vector<SendEntry> out;
+  out.reserve(entries.size());
+  for (const pb::SendEntry& e : entries) {
+    SendEntry& entry = out.emplace_back();
+    entry.body = e.body();
+    entry.attributes.assign(e.attributes().begin(), e.attributes().end());
+    std::sort(entry.attributes.begin(), entry.attributes.end());
+    if (e.has_delay_ms()) entry.delay = absl::Milliseconds(e.delay_ms());
+    entry.ordering_key = e.ordering_key();
+    entry.dedup_id = e.dedup_id();
+  }
+  return out;
+}
+
 ReceiveOptions FromProto(const pb::ReceiveRequest& req) {
   ReceiveOptions o;
   o.group = req.group();
@@ -429,6 +445,310 @@ class SubscribeReactor : public grpc::ServerBidiReactor<pb::SubscribeRequest,
 
 }  // namespace
 
+// Serves one Publish stream: each request read is handed to
+// Engine::SendAsync at once, and its response written when the engine
+// answers, so a client may keep many requests in flight and they share
+// group commits. Nothing here blocks a gRPC thread.
+//
+// Lifetime: gRPC deletes nothing; OnDone does, unless a thread that is not
+// running a reaction (an engine callback, shutdown) still holds a pin, in
+// which case the last Unpin does. Finish comes only when no write is in
+// progress, no request is being committed and no read is being started, so
+// no gRPC operation can start after it.
+class PublishReactor
+    : public grpc::ServerBidiReactor<pb::PublishRequest, pb::PublishResponse> {
+ public:
+  // Requests read but not yet answered (being committed, or answered and
+  // not yet written) beyond which reading pauses.
+  static constexpr size_t kMaxUnanswered = 1024;
+
+  PublishReactor(Engine* engine, PublishStreams* streams)
+      : engine_(engine), streams_(streams) {
+    {
+      // Orders this construction before later uses on other threads where
+      // ThreadSanitizer can see it (as in SubscribeReactor).
+      absl::MutexLock lock(&mu_);
+    }
+    if (!streams_->Add(this)) {
+      Shutdown();
+      return;
+    }
+    StartRead(&request_);
+  }
+
+  // Reads nothing more, answers what is being committed, then ends the
+  // stream with UNAVAILABLE.
+  void Shutdown() {
+    Next next;
+    {
+      absl::MutexLock lock(&mu_);
+      EndLocked(grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                             "the server is shutting down"));
+      next = DecideLocked();
+    }
+    Do(next);
+  }
+
+  // While pinned, OnDone does not delete the reactor; the last Unpin does.
+  void Pin() {
+    absl::MutexLock lock(&mu_);
+    ++pins_;
+  }
+  void Unpin() {
+    bool destroy;
+    {
+      absl::MutexLock lock(&mu_);
+      destroy = --pins_ == 0 && done_;
+    }
+    if (destroy) delete this;
+  }
+
+  void OnReadDone(bool ok) override {
+    if (!ok) {
+      // The client half-closed (or the stream broke): answer what is
+      // pending, then end.
+      Next next;
+      {
+        absl::MutexLock lock(&mu_);
+        read_closed_ = true;
+        next = DecideLocked();
+      }
+      Do(next);
+      return;
+    }
+    bool take;
+    Next ending;
+    {
+      absl::MutexLock lock(&mu_);
+      // Ending: a request read now is not taken (its sender learns from the
+      // stream's status that it was not answered).
+      take = !end_.has_value();
+      if (take) {
+        ++committing_;
+      } else {
+        read_closed_ = true;
+        ending = DecideLocked();
+      }
+    }
+    if (!take) {
+      Do(ending);
+      return;
+    }
+    const uint64_t id = request_.request_id();
+    const std::vector<SendEntry> entries = FromProto(request_.entries());
+    engine_->SendAsync(request_.queue(), entries,
+                       [this, id](absl::StatusOr<std::vector<uint64_t>> r) {
+                         Committed(id, std::move(r));
+                       });
+    Next next;
+    {
+      absl::MutexLock lock(&mu_);
+      if (!end_.has_value()) {
+        if (UnansweredLocked() >= kMaxUnanswered) {
+          read_paused_ = true;
+        } else {
+          next.read = true;
+          read_starting_ = true;
+        }
+      } else {
+        read_closed_ = true;
+      }
+      Next more = DecideLocked();
+      next.write = more.write;
+      next.finish = std::move(more.finish);
+    }
+    Do(next);
+  }
+
+  void OnWriteDone(bool ok) override {
+    Next next;
+    {
+      absl::MutexLock lock(&mu_);
+      writing_ = false;
+      pending_.pop_front();
+      if (!ok) {
+        broken_ = true;
+        EndLocked(grpc::Status(grpc::StatusCode::CANCELLED,
+                               "the stream broke while writing"));
+      }
+      if (read_paused_ && !end_.has_value() &&
+          UnansweredLocked() < kMaxUnanswered) {
+        read_paused_ = false;
+        next.read = true;
+        read_starting_ = true;
+      }
+      Next more = DecideLocked();
+      next.write = more.write;
+      next.finish = std::move(more.finish);
+    }
+    Do(next);
+  }
+
+  void OnCancel() override {
+    Next next;
+    {
+      absl::MutexLock lock(&mu_);
+      broken_ = true;
+      EndLocked(grpc::Status(grpc::StatusCode::CANCELLED, "stream cancelled"));
+      next = DecideLocked();
+    }
+    Do(next);
+  }
+
+  void OnDone() override {
+    streams_->Remove(this);
+    bool destroy;
+    {
+      absl::MutexLock lock(&mu_);
+      done_ = true;
+      destroy = pins_ == 0;
+    }
+    if (destroy) delete this;
+  }
+
+ private:
+  // What to start once mu_ is released.
+  struct Next {
+    pb::PublishResponse* write = nullptr;
+    std::optional<grpc::Status> finish;
+    bool read = false;
+  };
+
+  size_t UnansweredLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return static_cast<size_t>(committing_) + pending_.size();
+  }
+
+  // The engine's answer to one request, on an engine thread (or inline from
+  // SendAsync).
+  void Committed(uint64_t id, absl::StatusOr<std::vector<uint64_t>> r) {
+    Next next;
+    {
+      absl::MutexLock lock(&mu_);
+      --committing_;
+      // Until Unpin below, OnDone leaves the reactor alone: Finish may be
+      // called from here, and gRPC may then run OnDone on another thread
+      // while this one is still in Finish. (gRPC orders the two with
+      // synchronization of its own that ThreadSanitizer cannot see; the pin
+      // orders them with mu_.)
+      ++pins_;
+      if (!broken_) {
+        pb::PublishResponse& resp = pending_.emplace_back();
+        resp.set_request_id(id);
+        resp.mutable_result()->set_code(static_cast<int>(r.status().code()));
+        resp.mutable_result()->set_message(std::string(r.status().message()));
+        if (r.ok()) resp.mutable_offsets()->Add(r->begin(), r->end());
+      }
+      // The engine is shutting down: every later request would fail too.
+      if (absl::IsUnavailable(r.status())) EndLocked(ToGrpcStatus(r.status()));
+      next = DecideLocked();
+    }
+    Do(next);
+    Unpin();
+  }
+
+  // The first end wins. A broken stream drops what is not being written;
+  // otherwise what is queued still goes out before Finish.
+  void EndLocked(grpc::Status status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (broken_) {
+      // The front stays while it is being written: gRPC holds a pointer.
+      pending_.erase(pending_.begin() + (writing_ ? 1 : 0), pending_.end());
+    }
+    if (!end_.has_value()) end_ = std::move(status);
+  }
+
+  // Starts the next write, or finishes the stream once it is ending and
+  // nothing is left to answer.
+  Next DecideLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    Next next;
+    if (finished_ || writing_) return next;
+    if (!pending_.empty()) {
+      writing_ = true;
+      // Stays in place until OnWriteDone pops it: a deque does not move its
+      // elements when more are added at the back.
+      next.write = &pending_.front();
+      return next;
+    }
+    if ((end_.has_value() || read_closed_) && committing_ == 0 &&
+        !read_starting_) {
+      finished_ = true;
+      next.finish = end_.value_or(grpc::Status::OK);
+    }
+    return next;
+  }
+
+  // Called without mu_: gRPC may run a reaction inline from StartWrite,
+  // StartRead or Finish. Nothing touches the reactor after the last of
+  // these unless it is kept alive by writing_ or read_starting_.
+  void Do(const Next& next) ABSL_LOCKS_EXCLUDED(mu_) {
+    if (next.write != nullptr) StartWrite(next.write);
+    if (next.finish.has_value()) Finish(*next.finish);
+    if (next.read) {
+      StartRead(&request_);
+      Next after;
+      {
+        absl::MutexLock lock(&mu_);
+        read_starting_ = false;
+        after = DecideLocked();
+      }
+      Do(after);
+    }
+  }
+
+  Engine* const engine_;
+  PublishStreams* const streams_;
+  // Written only by gRPC's read (one outstanding at a time).
+  pb::PublishRequest request_;
+
+  absl::Mutex mu_;
+  // Responses to write, in order; the front is being written when writing_.
+  std::deque<pb::PublishResponse> pending_ ABSL_GUARDED_BY(mu_);
+  bool writing_ ABSL_GUARDED_BY(mu_) = false;
+  // Requests handed to the engine and not yet answered by it.
+  int committing_ ABSL_GUARDED_BY(mu_) = 0;
+  // No read is outstanding because too many requests are unanswered.
+  bool read_paused_ ABSL_GUARDED_BY(mu_) = false;
+  // Between deciding to start a read and StartRead returning; Finish waits.
+  bool read_starting_ ABSL_GUARDED_BY(mu_) = false;
+  // No more requests will be read.
+  bool read_closed_ ABSL_GUARDED_BY(mu_) = false;
+  // Cancelled or a write failed: nothing more can be written.
+  bool broken_ ABSL_GUARDED_BY(mu_) = false;
+  // Set when the stream is to end with this status (no more reads).
+  std::optional<grpc::Status> end_ ABSL_GUARDED_BY(mu_);
+  bool finished_ ABSL_GUARDED_BY(mu_) = false;
+  int pins_ ABSL_GUARDED_BY(mu_) = 0;
+  bool done_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+bool PublishStreams::Add(PublishReactor* stream) {
+  absl::MutexLock lock(&mu_);
+  if (shutting_down_) return false;
+  open_.insert(stream);
+  return true;
+}
+
+void PublishStreams::Remove(PublishReactor* stream) {
+  absl::MutexLock lock(&mu_);
+  open_.erase(stream);
+}
+
+void PublishStreams::BeginShutdown() {
+  std::vector<PublishReactor*> streams;
+  {
+    absl::MutexLock lock(&mu_);
+    shutting_down_ = true;
+    for (PublishReactor* s : open_) {
+      // Keeps it alive after mu_ is released, even if it ends meanwhile.
+      s->Pin();
+      streams.push_back(s);
+    }
+  }
+  for (PublishReactor* s : streams) {
+    s->Shutdown();
+    s->Unpin();
+  }
+}
+
 grpc::Status ToGrpcStatus(const absl::Status& s) {
   if (s.ok()) return grpc::Status::OK;
   return grpc::Status(static_cast<grpc::StatusCode>(s.code()),
@@ -577,18 +897,7 @@ grpc::Status WeirService::GetQueueStats(grpc::ServerContext*,
 grpc::ServerUnaryReactor* WeirService::Send(grpc::CallbackServerContext* ctx,
                                             const pb::SendRequest* req,
                                             pb::SendResponse* resp) {
-  std::vector<SendEntry> entries;
-  entries.reserve(req->entries_size());
-  for (const pb::SendEntry& e : req->entries()) {
-    SendEntry out;
-    out.body = e.body();
-    out.attributes.assign(e.attributes().begin(), e.attributes().end());
-    std::sort(out.attributes.begin(), out.attributes.end());
-    if (e.has_delay_ms()) out.delay = absl::Milliseconds(e.delay_ms());
-    out.ordering_key = e.ordering_key();
-    out.dedup_id = e.dedup_id();
-    entries.push_back(std::move(out));
-  }
+  const std::vector<SendEntry> entries = FromProto(req->entries());
   grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
   engine_->SendAsync(req->queue(), entries,
                      [reactor, resp](absl::StatusOr<std::vector<uint64_t>> r) {
@@ -597,6 +906,11 @@ grpc::ServerUnaryReactor* WeirService::Send(grpc::CallbackServerContext* ctx,
                        reactor->Finish(ToGrpcStatus(r.status()));
                      });
   return reactor;
+}
+
+grpc::ServerBidiReactor<pb::PublishRequest, pb::PublishResponse>*
+WeirService::Publish(grpc::CallbackServerContext*) {
+  return new PublishReactor(engine_, &publish_streams_);
 }
 
 grpc::ServerUnaryReactor* WeirService::Receive(grpc::CallbackServerContext*,

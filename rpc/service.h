@@ -3,7 +3,11 @@
 #ifndef WEIR_RPC_SERVICE_H_
 #define WEIR_RPC_SERVICE_H_
 
+#include <set>
+
+#include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
+#include "absl/synchronization/mutex.h"
 #include "engine/engine.h"
 #include "grpcpp/grpcpp.h"
 #include "weir/v1/weir.grpc.pb.h"
@@ -14,19 +18,46 @@ namespace weir {
 // (the two code spaces are the same canonical codes).
 grpc::Status ToGrpcStatus(const absl::Status& s);
 
-// Send, Delete, Receive and Subscribe are served with the callback API: a
-// Send or Delete holds no thread while its write is committed (together with
-// every other one queued meanwhile), long-polling receivers and idle streams
-// none while they wait. The other methods are synchronous. Thread-safe.
+class PublishReactor;
+
+// The open Publish streams, so that shutdown can end them. Thread-safe.
+class PublishStreams {
+ public:
+  // Registers an open stream. False once BeginShutdown has run: the stream
+  // must then end at once.
+  bool Add(PublishReactor* stream);
+  // Unregisters a stream, from its OnDone.
+  void Remove(PublishReactor* stream);
+  // Ends every open stream with UNAVAILABLE once what it has committed is
+  // answered, and every stream opened from now on at once.
+  void BeginShutdown();
+
+ private:
+  absl::Mutex mu_;
+  std::set<PublishReactor*> open_ ABSL_GUARDED_BY(mu_);
+  bool shutting_down_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+// Send, Publish, Delete, Receive and Subscribe are served with the callback
+// API: a Send, Publish request or Delete holds no thread while its write is
+// committed (together with every other one queued meanwhile), long-polling
+// receivers and idle streams none while they wait. The other methods are
+// synchronous. Thread-safe.
 class WeirService final
     : public weir::v1::Weir::WithCallbackMethod_Delete<
           weir::v1::Weir::WithCallbackMethod_Send<
-              weir::v1::Weir::WithCallbackMethod_Subscribe<
-                  weir::v1::Weir::WithCallbackMethod_Receive<
-                      weir::v1::Weir::Service>>>> {
+              weir::v1::Weir::WithCallbackMethod_Publish<
+                  weir::v1::Weir::WithCallbackMethod_Subscribe<
+                      weir::v1::Weir::WithCallbackMethod_Receive<
+                          weir::v1::Weir::Service>>>>> {
  public:
   // `engine` is borrowed and must outlive the service.
   explicit WeirService(Engine* engine) : engine_(engine) {}
+
+  // Ends open Publish streams (see PublishStreams::BeginShutdown). Call
+  // after Engine::BeginShutdown and before stopping the gRPC server, whose
+  // Shutdown would otherwise wait for idle streams until its deadline.
+  void BeginShutdown() { publish_streams_.BeginShutdown(); }
 
   grpc::Status CreateQueue(grpc::ServerContext* ctx,
                            const weir::v1::CreateQueueRequest* req,
@@ -52,6 +83,8 @@ class WeirService final
   grpc::ServerUnaryReactor* Send(grpc::CallbackServerContext* ctx,
                                  const weir::v1::SendRequest* req,
                                  weir::v1::SendResponse* resp) override;
+  grpc::ServerBidiReactor<weir::v1::PublishRequest, weir::v1::PublishResponse>*
+  Publish(grpc::CallbackServerContext* ctx) override;
   grpc::ServerUnaryReactor* Receive(grpc::CallbackServerContext* ctx,
                                     const weir::v1::ReceiveRequest* req,
                                     weir::v1::ReceiveResponse* resp) override;
@@ -84,6 +117,7 @@ class WeirService final
 
  private:
   Engine* const engine_;
+  PublishStreams publish_streams_;
 };
 
 }  // namespace weir

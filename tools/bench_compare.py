@@ -11,9 +11,10 @@ server of its own, so CPU time and peak memory are that run's.
                    [--results FILE.jsonl] [--doc docs/benchmarks.md --img-dir docs/img]
                    [--command TEXT]
 
-Systems: weir (consumers use Receive and Delete), weir-subscribe (consumers
-use one Subscribe stream each; its ingest is the same as weir's and is not
-run again), redis, beanstalkd, nats.
+Systems: weir (unary calls: producers call Send, consumers Receive and
+Delete), weir-stream (streams: each producer sends over one Publish stream,
+each consumer takes messages from one Subscribe stream), redis, beanstalkd,
+nats.
 
 Profiles: smoke (tiny sizes, seconds: checks that the harness works), quick
 (the default of `./weir bench`, under ten minutes), full (the sizes of the
@@ -46,7 +47,7 @@ END_MARK = "<!-- bench-compare:end -->"
 
 SYSTEM_TITLES = {
     "weir": "Weir",
-    "weir-subscribe": "Weir (Subscribe)",
+    "weir-stream": "Weir (streams)",
     "redis": "Redis Streams",
     "beanstalkd": "beanstalkd",
     "nats": "NATS JetStream",
@@ -61,8 +62,8 @@ SERVER_BINARIES = {
 TIER_SETTINGS = {
     ("weir", "sync"): "--durability sync",
     ("weir", "relaxed"): "--durability async",
-    ("weir-subscribe", "sync"): "--durability sync",
-    ("weir-subscribe", "relaxed"): "--durability async",
+    ("weir-stream", "sync"): "--durability sync",
+    ("weir-stream", "relaxed"): "--durability async",
     ("redis", "sync"): "appendfsync always",
     ("redis", "relaxed"): "appendfsync everysec",
     ("beanstalkd", "sync"): "-f 0",
@@ -123,7 +124,7 @@ class Server:
 
     def command(self, port):
         d = self.data_dir
-        if self.system in ("weir", "weir-subscribe"):
+        if self.system in ("weir", "weir-stream"):
             return [self.weir_server, "--listen", f"127.0.0.1:{port}",
                     "--data-dir", os.path.join(d, "data"), "--durability",
                     "sync" if self.tier == "sync" else "async",
@@ -149,7 +150,7 @@ class Server:
                                          stderr=subprocess.STDOUT,
                                          stdin=subprocess.DEVNULL)
         try:
-            if self.system in ("weir", "weir-subscribe"):
+            if self.system in ("weir", "weir-stream"):
                 ready = os.path.join(self.data_dir, "ready")
                 deadline = time.monotonic() + 60
                 while not os.path.exists(ready):
@@ -248,8 +249,6 @@ def steady_args(profile, peak_rate, fraction):
 def run_system(args, system, tier, work_dir, results):
     peak = None
     for name, extra in scenarios(args.profile, tier):
-        if system == "weir-subscribe" and name.startswith("ingest"):
-            continue  # the same sends as "weir"; only consuming differs
         if extra is None:
             if not peak:
                 log(f"{system} [{tier}] {name}: skipped, no peak rate")
@@ -410,15 +409,19 @@ def targets(results, machine):
             out.append(f"| {what} | {value:.2f}× | ≥ {goal}× ({met}) | "
                        f"{detail} |")
 
-    w = rate("weir", "sync", "ingest")
-    for peer, goal in [("redis", 2), ("beanstalkd", 5)]:
-        p = rate(peer, "sync", "ingest")
-        line(f"ingest, sync, unbatched: Weir / {SYSTEM_TITLES[peer]}",
-             ratio(w, p), goal, f"{fmt_rate(w)} vs {fmt_rate(p)} msg/s")
-    wb = rate("weir", "sync", "ingest-b16")
-    pb = rate("redis", "sync", "ingest-b16")
-    line("ingest, sync, batch 16: Weir / Redis pipelined 16", ratio(wb, pb),
-         1.5, f"{fmt_rate(wb)} vs {fmt_rate(pb)} msg/s")
+    for weir in ("weir", "weir-stream"):
+        title = SYSTEM_TITLES[weir]
+        w = rate(weir, "sync", "ingest")
+        if w is None:
+            continue
+        for peer, goal in [("redis", 2), ("beanstalkd", 5)]:
+            p = rate(peer, "sync", "ingest")
+            line(f"ingest, sync, unbatched: {title} / {SYSTEM_TITLES[peer]}",
+                 ratio(w, p), goal, f"{fmt_rate(w)} vs {fmt_rate(p)} msg/s")
+        wb = rate(weir, "sync", "ingest-b16")
+        pb = rate("redis", "sync", "ingest-b16")
+        line(f"ingest, sync, batch 16: {title} / Redis pipelined 16",
+             ratio(wb, pb), 1.5, f"{fmt_rate(wb)} vs {fmt_rate(pb)} msg/s")
     best, best_rate = None, 0
     for peer in ("redis", "beanstalkd", "nats"):
         p = rate(peer, "sync", "workqueue-peak", "consume_msgs_per_s")
@@ -427,7 +430,7 @@ def targets(results, machine):
     peers50 = [find(results, p, "sync", "workqueue-50%")
                for p in ("redis", "beanstalkd", "nats")]
     peers50 = [p for p in peers50 if p]
-    for weir in ("weir", "weir-subscribe"):
+    for weir in ("weir", "weir-stream"):
         title = SYSTEM_TITLES[weir]
         wq = rate(weir, "sync", "workqueue-peak", "consume_msgs_per_s")
         if wq is None:
@@ -447,10 +450,14 @@ def targets(results, machine):
                  f"{w50['rate']:,.0f}/s vs {SYSTEM_TITLES[lowest['system']]} "
                  f"{fmt_us(lowest['e2e_latency']['p99_us'])} at "
                  f"{lowest['rate']:,.0f}/s")
-    line("group commit: Weir sync unbatched sends/s / disk fsyncs/s",
-         ratio(w, machine["fsync_per_s"]), 1.0,
-         f"{fmt_rate(w)} vs {machine['fsync_per_s']:,} fsync/s; "
-         "'far more' is the goal")
+    for weir in ("weir", "weir-stream"):
+        w = rate(weir, "sync", "ingest")
+        if w is None:
+            continue
+        line(f"group commit: {SYSTEM_TITLES[weir]} sync unbatched sends/s / "
+             "disk fsyncs/s", ratio(w, machine["fsync_per_s"]), 1.0,
+             f"{fmt_rate(w)} vs {machine['fsync_per_s']:,} fsync/s; "
+             "'far more' is the goal")
     return ("| target | measured | goal | figures |\n|---|---:|---|---|\n"
             + "\n".join(out))
 
@@ -548,7 +555,7 @@ def main():
     ap.add_argument("--weir-server", required=True)
     ap.add_argument("--profile", choices=sorted(PROFILES), default="quick")
     ap.add_argument("--systems",
-                    default="weir,weir-subscribe,redis,beanstalkd,nats")
+                    default="weir,weir-stream,redis,beanstalkd,nats")
     ap.add_argument("--tiers", default="sync,relaxed")
     ap.add_argument("--results", help="JSON lines file (default: a temp file)")
     ap.add_argument("--doc", help="markdown file to write the section into")

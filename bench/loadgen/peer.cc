@@ -8,9 +8,8 @@ namespace loadgen {
 
 absl::StatusOr<std::unique_ptr<Peer>> MakePeer(const std::string& name,
                                                const std::string& address) {
-  if (name == "weir") return MakeWeirPeer(address, /*subscribe=*/false);
-  if (name == "weir-subscribe")
-    return MakeWeirPeer(address, /*subscribe=*/true);
+  if (name == "weir") return MakeWeirPeer(address, /*streams=*/false);
+  if (name == "weir-stream") return MakeWeirPeer(address, /*streams=*/true);
   if (name == "redis") return MakeRedisPeer(address);
   if (name == "beanstalkd") return MakeBeanstalkdPeer(address);
   if (name == "nats") return MakeNatsPeer(address);

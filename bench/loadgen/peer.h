@@ -83,7 +83,7 @@ class Peer {
 // Systems the load generator knows, by the name used on its command line.
 inline const std::vector<std::string>& PeerNames() {
   static const auto* names = new std::vector<std::string>{
-      "weir", "weir-subscribe", "redis", "beanstalkd", "nats"};
+      "weir", "weir-stream", "redis", "beanstalkd", "nats"};
   return *names;
 }
 
@@ -91,9 +91,11 @@ inline const std::vector<std::string>& PeerNames() {
 absl::StatusOr<std::unique_ptr<Peer>> MakePeer(const std::string& name,
                                                const std::string& address);
 
-// The adapters, one per file. Weir consumes through Receive and Delete, or
-// with `subscribe` through one Subscribe stream per consumer.
-std::unique_ptr<Peer> MakeWeirPeer(const std::string& address, bool subscribe);
+// The adapters, one per file. Weir sends with Send calls and consumes
+// through Receive and Delete, or with `streams` sends over one Publish
+// stream per producer and consumes through one Subscribe stream per
+// consumer.
+std::unique_ptr<Peer> MakeWeirPeer(const std::string& address, bool streams);
 std::unique_ptr<Peer> MakeRedisPeer(const std::string& address);
 std::unique_ptr<Peer> MakeBeanstalkdPeer(const std::string& address);
 std::unique_ptr<Peer> MakeNatsPeer(const std::string& address);

@@ -1,6 +1,7 @@
 // Weir over gRPC, one channel with a connection of its own per client:
-// Send, and either Receive (long poll) plus Delete, or a Subscribe stream
-// that pushes messages against credit and takes deletes on the same stream.
+// either unary calls (Send, Receive long poll, Delete), or streams (a Publish
+// stream for sends, and a Subscribe stream that pushes messages against
+// credit and takes deletes on the same stream).
 
 #include <deque>
 #include <memory>
@@ -15,6 +16,7 @@
 #include "bench/loadgen/peer.h"
 #include "client/channel.h"
 #include "client/client.h"
+#include "client/publisher.h"
 #include "grpcpp/grpcpp.h"
 #include "weir/v1/weir.grpc.pb.h"
 
@@ -97,14 +99,41 @@ class WeirClient : public PeerClient {
   const std::string queue_;
 };
 
+// Sends over one Publish stream (weir::Publisher), one request at a time,
+// each answered before the next, like a unary Send.
+class WeirPublishClient : public WeirClient {
+ public:
+  WeirPublishClient(std::shared_ptr<grpc::Channel> channel, std::string queue)
+      : WeirClient(v1::Weir::NewStub(channel), queue),
+        client_(std::move(channel)),
+        publisher_(client_),
+        queue_(std::move(queue)) {}
+
+  absl::Status Send(const std::vector<std::string>& bodies) override {
+    std::vector<v1::SendEntry> entries(bodies.size());
+    for (size_t i = 0; i < bodies.size(); ++i) entries[i].set_body(bodies[i]);
+    absl::StatusOr<std::vector<uint64_t>> offsets =
+        publisher_.Send(queue_, entries);
+    if (offsets.ok()) return absl::OkStatus();
+    return absl::Status(offsets.status().code(),
+                        absl::StrCat("Publish: ", offsets.status().message()));
+  }
+
+ private:
+  Client client_;
+  Publisher publisher_;
+  const std::string queue_;
+};
+
 // Consumes through one Subscribe stream. A reader thread takes what the
 // server pushes (messages and acks); Receive hands out buffered messages and
 // Delete sends the handles with as much new credit as messages were handed
 // out since the last grant, then waits for the server's ack.
-class WeirSubscribeClient : public WeirClient {
+class WeirSubscribeClient : public WeirPublishClient {
  public:
-  WeirSubscribeClient(std::unique_ptr<v1::Weir::Stub> stub, std::string queue)
-      : WeirClient(std::move(stub), queue), queue_(std::move(queue)) {}
+  WeirSubscribeClient(std::shared_ptr<grpc::Channel> channel, std::string queue)
+      : WeirPublishClient(std::move(channel), queue),
+        queue_(std::move(queue)) {}
 
   ~WeirSubscribeClient() override {
     if (stream_ == nullptr) return;
@@ -224,8 +253,8 @@ class WeirSubscribeClient : public WeirClient {
 
 class WeirPeer : public Peer {
  public:
-  WeirPeer(std::string address, bool subscribe)
-      : address_(std::move(address)), subscribe_(subscribe) {}
+  WeirPeer(std::string address, bool streams)
+      : address_(std::move(address)), streams_(streams) {}
 
   absl::Status Setup(const QueueSpec& spec) override {
     queue_ = spec.name;
@@ -250,9 +279,8 @@ class WeirPeer : public Peer {
       return absl::UnavailableError(
           absl::StrCat("cannot connect to Weir at ", address_));
     }
-    if (subscribe_) {
-      return std::make_unique<WeirSubscribeClient>(v1::Weir::NewStub(channel),
-                                                   queue_);
+    if (streams_) {
+      return std::make_unique<WeirSubscribeClient>(std::move(channel), queue_);
     }
     return std::make_unique<WeirClient>(v1::Weir::NewStub(channel), queue_);
   }
@@ -270,14 +298,14 @@ class WeirPeer : public Peer {
 
  private:
   const std::string address_;
-  const bool subscribe_;
+  const bool streams_;
   std::string queue_;
 };
 
 }  // namespace
 
-std::unique_ptr<Peer> MakeWeirPeer(const std::string& address, bool subscribe) {
-  return std::make_unique<WeirPeer>(address, subscribe);
+std::unique_ptr<Peer> MakeWeirPeer(const std::string& address, bool streams) {
+  return std::make_unique<WeirPeer>(address, streams);
 }
 
 }  // namespace loadgen

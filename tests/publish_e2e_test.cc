@@ -1,0 +1,321 @@
+// Publish over gRPC against the real server, through weir::Publisher and a
+// raw stream: one answer per request, errors per request with the stream
+// going on, many requests in flight (past the server's read pause), clean
+// half-close, cancellation, shutdown, and acknowledged publishes surviving a
+// SIGKILL.
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "client/client.h"
+#include "client/publisher.h"
+#include "grpcpp/grpcpp.h"
+#include "gtest/gtest.h"
+#include "tests/e2e_fixture.h"
+#include "tests/server_process.h"
+#include "weir/v1/weir.grpc.pb.h"
+
+namespace weir::test {
+namespace {
+
+using ::weir::v1::PublishRequest;
+using ::weir::v1::PublishResponse;
+using ::weir::v1::SendEntry;
+
+std::vector<SendEntry> Entries(const std::vector<std::string>& bodies) {
+  std::vector<SendEntry> entries(bodies.size());
+  for (size_t i = 0; i < bodies.size(); ++i) entries[i].set_body(bodies[i]);
+  return entries;
+}
+
+// Every retained message of `queue` by offset, read through Read.
+std::map<uint64_t, std::string> ReadAll(Client& client,
+                                        const std::string& queue) {
+  std::map<uint64_t, std::string> out;
+  uint64_t from = 0;
+  for (;;) {
+    absl::StatusOr<v1::ReadResponse> r =
+        client.Read(queue, OffsetPosition(from), 1000);
+    EXPECT_TRUE(r.ok()) << r.status();
+    if (!r.ok() || r->messages_size() == 0) break;
+    for (const v1::Message& m : r->messages()) out[m.offset()] = m.body();
+    from = r->next_offset();
+  }
+  return out;
+}
+
+class PublishE2ETest : public E2ETest {
+ protected:
+  void SetUp() override {
+    E2ETest::SetUp();
+    weir_ = std::make_unique<Client>(server().Channel());
+  }
+
+  Client& weir() { return *weir_; }
+
+  std::unique_ptr<Client> weir_;
+};
+
+TEST_F(PublishE2ETest, SendAnswersWithOffsetsInOrder) {
+  const std::string queue = NewQueue("publish");
+  Publisher publisher(weir());
+  uint64_t last = 0;
+  std::map<uint64_t, std::string> sent;
+  for (int i = 0; i < 20; ++i) {
+    const std::vector<std::string> bodies = {absl::StrCat("a", i),
+                                             absl::StrCat("b", i)};
+    absl::StatusOr<std::vector<uint64_t>> offsets =
+        publisher.Send(queue, Entries(bodies));
+    ASSERT_TRUE(offsets.ok()) << offsets.status();
+    ASSERT_EQ(offsets->size(), 2u);
+    for (size_t j = 0; j < 2; ++j) {
+      if (i > 0 || j > 0) {
+        EXPECT_GT((*offsets)[j], last);
+      }
+      last = (*offsets)[j];
+      sent[last] = bodies[j];
+    }
+  }
+  EXPECT_EQ(publisher.unanswered(), 0u);
+  EXPECT_TRUE(publisher.Close().ok());
+  EXPECT_EQ(ReadAll(weir(), queue), sent);
+  EXPECT_EQ(Stats(queue).ready(), 40u);
+}
+
+TEST_F(PublishE2ETest, AFailedRequestGetsItsErrorAndTheStreamGoesOn) {
+  const std::string queue = NewQueue("publish-errors");
+  Publisher publisher(weir());
+
+  const std::string missing = UniqueName("no-such-queue");
+  absl::StatusOr<std::vector<uint64_t>> unknown =
+      publisher.Send(missing, Entries({"x"}));
+  EXPECT_EQ(unknown.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_NE(unknown.status().message().find(missing), std::string::npos)
+      << unknown.status();
+
+  absl::StatusOr<std::vector<uint64_t>> empty = publisher.Send(queue, {});
+  EXPECT_EQ(empty.status().code(), absl::StatusCode::kInvalidArgument)
+      << empty.status();
+
+  // One entry too big refuses the whole request.
+  std::vector<SendEntry> mixed =
+      Entries({"fine", std::string(kDefaultMaxMessageBytes + 1, 'x')});
+  absl::StatusOr<std::vector<uint64_t>> too_big = publisher.Send(queue, mixed);
+  EXPECT_EQ(too_big.status().code(), absl::StatusCode::kInvalidArgument)
+      << too_big.status();
+  EXPECT_EQ(Stats(queue).sent_total(), 0u) << "a refused request appended";
+
+  absl::StatusOr<std::vector<uint64_t>> good =
+      publisher.Send(queue, Entries({"after"}));
+  ASSERT_TRUE(good.ok()) << good.status();
+  EXPECT_TRUE(publisher.Close().ok());
+  std::map<uint64_t, std::string> stored = ReadAll(weir(), queue);
+  ASSERT_EQ(stored.size(), 1u);
+  EXPECT_EQ(stored.begin()->first, (*good)[0]);
+  EXPECT_EQ(stored.begin()->second, "after");
+}
+
+TEST_F(PublishE2ETest, PipelinedRequestsAreEachAnsweredOnce) {
+  const std::string queue = NewQueue("publish-pipelined");
+  Publisher publisher(weir());
+  constexpr int kRequests = 600;
+  constexpr int kWindow = 100;
+  std::map<uint64_t, std::string> body_by_id;
+  std::map<uint64_t, uint64_t> offset_by_id;
+  auto take = [&](const PublishResult& r) {
+    ASSERT_TRUE(r.status.ok())
+        << "request " << r.request_id << ": " << r.status;
+    ASSERT_EQ(r.offsets.size(), 1u);
+    EXPECT_TRUE(offset_by_id.emplace(r.request_id, r.offsets[0]).second)
+        << "request " << r.request_id << " answered twice";
+  };
+  for (int i = 0; i < kRequests; ++i) {
+    const std::string body = absl::StrCat("m", i);
+    absl::StatusOr<uint64_t> id = publisher.Write(queue, Entries({body}));
+    ASSERT_TRUE(id.ok()) << id.status();
+    body_by_id[*id] = body;
+    while (publisher.unanswered() >= kWindow) {
+      absl::StatusOr<PublishResult> r = publisher.Read();
+      ASSERT_TRUE(r.ok()) << r.status();
+      ASSERT_NO_FATAL_FAILURE(take(*r));
+    }
+  }
+  std::vector<PublishResult> rest;
+  ASSERT_TRUE(publisher.Close(&rest).ok());
+  for (const PublishResult& r : rest) ASSERT_NO_FATAL_FAILURE(take(r));
+  ASSERT_EQ(offset_by_id.size(), kRequests);
+
+  // Later requests got later offsets, and every answer names its own body.
+  std::map<uint64_t, std::string> stored = ReadAll(weir(), queue);
+  uint64_t last = 0;
+  for (const auto& [id, offset] : offset_by_id) {
+    if (id > 1) {
+      EXPECT_GT(offset, last) << "request " << id;
+    }
+    last = offset;
+    EXPECT_EQ(stored[offset], body_by_id[id]) << "request " << id;
+  }
+  EXPECT_EQ(stored.size(), kRequests);
+}
+
+// More requests unanswered than the server reads ahead (1024): the server
+// pauses reading and resumes as its answers are written, and nothing is
+// lost or answered twice. A raw stream, written and read from two threads.
+TEST_F(PublishE2ETest, FarMoreRequestsInFlightThanTheServerReadsAhead) {
+  const std::string queue = NewQueue("publish-flood");
+  constexpr int kRequests = 5000;
+  grpc::ClientContext context;
+  context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(300)));
+  std::unique_ptr<v1::Weir::Stub> stub = server().NewStub();
+  auto stream = stub->Publish(&context);
+  std::thread writer([&] {
+    for (int i = 1; i <= kRequests; ++i) {
+      PublishRequest req;
+      req.set_queue(queue);
+      req.set_request_id(i);
+      req.add_entries()->set_body(absl::StrCat("f", i));
+      if (!stream->Write(req)) return;
+    }
+    stream->WritesDone();
+  });
+  std::set<uint64_t> answered;
+  PublishResponse resp;
+  while (stream->Read(&resp)) {
+    EXPECT_EQ(resp.result().code(), 0) << resp.result().message();
+    EXPECT_EQ(resp.offsets_size(), 1);
+    EXPECT_TRUE(answered.insert(resp.request_id()).second)
+        << "request " << resp.request_id() << " answered twice";
+  }
+  writer.join();
+  grpc::Status status = stream->Finish();
+  EXPECT_TRUE(status.ok()) << status.error_message();
+  EXPECT_EQ(answered.size(), kRequests);
+  EXPECT_EQ(Stats(queue).sent_total(), kRequests);
+}
+
+TEST_F(PublishE2ETest, CloseWaitsForEveryAnswer) {
+  const std::string queue = NewQueue("publish-close");
+  Publisher publisher(weir());
+  for (int i = 0; i < 300; ++i) {
+    ASSERT_TRUE(publisher.Write(queue, Entries({absl::StrCat(i)})).ok());
+  }
+  std::vector<PublishResult> rest;
+  EXPECT_TRUE(publisher.Close(&rest).ok());
+  ASSERT_EQ(rest.size(), 300u);
+  for (const PublishResult& r : rest) EXPECT_TRUE(r.status.ok()) << r.status;
+  EXPECT_EQ(publisher.unanswered(), 0u);
+  // Closed: later calls fail clearly, and Close stays OK.
+  EXPECT_EQ(publisher.Send(queue, Entries({"late"})).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_TRUE(publisher.Close().ok());
+  EXPECT_EQ(Stats(queue).sent_total(), 300u);
+}
+
+// Streams cancelled with requests still being committed: the server's
+// answers then have nowhere to go, and it must keep serving.
+TEST_F(PublishE2ETest, CancellingWithRequestsInFlightLeavesTheServerServing) {
+  const std::string queue = NewQueue("publish-cancel");
+  constexpr int kRounds = 40;
+  constexpr int kStreams = 4;
+  for (int round = 0; round < kRounds; ++round) {
+    std::vector<std::unique_ptr<Publisher>> publishers;
+    for (int s = 0; s < kStreams; ++s) {
+      publishers.push_back(std::make_unique<Publisher>(weir()));
+      for (int i = 0; i < 30; ++i) {
+        ASSERT_TRUE(
+            publishers.back()->Write(queue, Entries({absl::StrCat(i)})).ok());
+      }
+    }
+    // Read one answer on some streams, so cancels land at different points.
+    for (int s = 0; s < kStreams; s += 2) {
+      ASSERT_TRUE(publishers[s]->Read().ok());
+    }
+    for (auto& p : publishers) p->Cancel();
+    for (auto& p : publishers) {
+      EXPECT_EQ(p->Write(queue, Entries({"x"})).status().code(),
+                absl::StatusCode::kCancelled);
+    }
+  }
+  Publisher after(weir());
+  EXPECT_TRUE(after.Send(queue, Entries({"still serving"})).ok());
+  EXPECT_TRUE(server().running());
+}
+
+TEST(PublishShutdownTest, ShutdownEndsAnIdleStreamWithUnavailable) {
+  absl::StatusOr<std::unique_ptr<ServerProcess>> server =
+      ServerProcess::Start();
+  ASSERT_TRUE(server.ok()) << server.status();
+  Client client((*server)->Channel());
+  ASSERT_TRUE(client.CreateQueue("q").ok());
+  Publisher publisher(client);
+  absl::StatusOr<std::vector<uint64_t>> sent =
+      publisher.Send("q", Entries({"before"}));
+  ASSERT_TRUE(sent.ok()) << sent.status();
+
+  absl::StatusOr<int> code = (*server)->Stop();
+  ASSERT_TRUE(code.ok()) << code.status();
+  EXPECT_EQ(*code, 0);
+  // Ended by Weir's own shutdown (not by gRPC's deadline cancelling it).
+  absl::Status closed = publisher.Close();
+  EXPECT_EQ(closed.code(), absl::StatusCode::kUnavailable) << closed;
+  EXPECT_NE(closed.message().find("shutting down"), std::string::npos)
+      << closed;
+
+  ASSERT_TRUE((*server)->Restart().ok());
+  Client again((*server)->Channel());
+  std::map<uint64_t, std::string> stored = ReadAll(again, "q");
+  ASSERT_EQ(stored.size(), 1u);
+  EXPECT_EQ(stored.begin()->second, "before");
+}
+
+// Requests answered on a sync-durability server are on disk: a SIGKILL in
+// the middle of a pipelined stream loses none of them.
+TEST(PublishRestartTest, AnsweredRequestsSurviveSigkill) {
+  ServerOptions options;
+  options.durability = "sync";
+  absl::StatusOr<std::unique_ptr<ServerProcess>> server =
+      ServerProcess::Start(options);
+  ASSERT_TRUE(server.ok()) << server.status();
+  std::map<uint64_t, std::string> acknowledged;
+  {
+    Client client((*server)->Channel());
+    ASSERT_TRUE(client.CreateQueue("q").ok());
+    Publisher publisher(client);
+    std::map<uint64_t, std::string> body_by_id;
+    for (int i = 0; i < 2000; ++i) {
+      const std::string body = absl::StrCat("p", i);
+      absl::StatusOr<uint64_t> id = publisher.Write("q", Entries({body}));
+      ASSERT_TRUE(id.ok()) << id.status();
+      body_by_id[*id] = body;
+      while (publisher.unanswered() >= 64) {
+        absl::StatusOr<PublishResult> r = publisher.Read();
+        ASSERT_TRUE(r.ok()) << r.status();
+        ASSERT_TRUE(r->status.ok()) << r->status;
+        acknowledged[r->offsets[0]] = body_by_id[r->request_id];
+      }
+    }
+    // Killed with up to 64 requests unanswered.
+    (*server)->Kill();
+  }
+  ASSERT_GE(acknowledged.size(), 1900u);
+  ASSERT_TRUE((*server)->Restart().ok());
+  Client client((*server)->Channel());
+  std::map<uint64_t, std::string> stored = ReadAll(client, "q");
+  for (const auto& [offset, body] : acknowledged) {
+    auto it = stored.find(offset);
+    ASSERT_NE(it, stored.end()) << "acknowledged offset " << offset << " lost";
+    EXPECT_EQ(it->second, body) << "offset " << offset;
+  }
+}
+
+}  // namespace
+}  // namespace weir::test
