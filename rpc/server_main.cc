@@ -2,10 +2,11 @@
 // directory.
 //
 //   weir_server [--listen ADDR] [--data-dir DIR] [--durability sync|async]
-//               [--ready-file PATH]
+//               [--async-sync-interval DURATION] [--ready-file PATH]
 //
-// Flags default to $WEIR_LISTEN, $WEIR_DATA_DIR, $WEIR_DURABILITY, then to
-// 127.0.0.1:50051, ./weir-data and sync. SIGINT or SIGTERM shuts the server
+// Flags default to $WEIR_LISTEN, $WEIR_DATA_DIR, $WEIR_DURABILITY,
+// $WEIR_ASYNC_SYNC_INTERVAL, then to 127.0.0.1:50051, ./weir-data, sync and
+// 100ms. SIGINT or SIGTERM shuts the server
 // down cleanly: calls in progress finish (up to a grace period) and the
 // database is closed.
 #include <signal.h>
@@ -67,6 +68,7 @@ int main(int argc, char** argv) {
   std::string listen = EnvOr("WEIR_LISTEN", "127.0.0.1:50051");
   std::string data_dir = EnvOr("WEIR_DATA_DIR", "./weir-data");
   std::string durability = EnvOr("WEIR_DURABILITY", "sync");
+  std::string async_sync_interval = EnvOr("WEIR_ASYNC_SYNC_INTERVAL", "100ms");
   std::string ready_file;
   app.add_option("--listen", listen,
                  "address to serve on, host:port (port 0 picks a free one)")
@@ -76,6 +78,22 @@ int main(int argc, char** argv) {
   app.add_option("--durability", durability,
                  "sync: fsync before acknowledging; async: write only")
       ->check(CLI::IsMember({"sync", "async"}))
+      ->capture_default_str();
+  app.add_option("--async-sync-interval", async_sync_interval,
+                 "async: how often the write-ahead log is fsynced in the "
+                 "background (0 to 10s, e.g. 100ms; 0: never, RocksDB syncs "
+                 "it only when it starts a new log)")
+      ->check([](const std::string& text) -> std::string {
+        absl::Duration d;
+        if (!absl::ParseDuration(text, &d)) {
+          return absl::StrCat("\"", text,
+                              "\" is not a duration (e.g. 100ms, 1s, 0)");
+        }
+        if (d < absl::ZeroDuration() || d > absl::Seconds(10)) {
+          return absl::StrCat(text, " is out of range [0, 10s]");
+        }
+        return "";
+      })
       ->capture_default_str();
   app.add_option("--ready-file", ready_file,
                  "once serving, write the bound address to this file");
@@ -95,6 +113,8 @@ int main(int argc, char** argv) {
   options.delivery_threads = 16;
   options.durability = durability == "async" ? weir::Durability::kAsync
                                              : weir::Durability::kSync;
+  // Checked by the flag's validator above.
+  absl::ParseDuration(async_sync_interval, &options.async_wal_sync_interval);
   absl::StatusOr<std::unique_ptr<weir::Engine>> engine =
       weir::Engine::Open(options, data_dir);
   if (!engine.ok()) {
@@ -121,7 +141,16 @@ int main(int argc, char** argv) {
   }
   const std::string bound = BoundAddress(listen, port);
   std::cerr << "weir: listening on " << bound << ", data in " << data_dir
-            << " (durability " << durability << ")" << std::endl;
+            << " (durability " << durability;
+  if (options.durability == weir::Durability::kAsync) {
+    std::cerr << ", WAL fsynced "
+              << (options.async_wal_sync_interval == absl::ZeroDuration()
+                      ? std::string("only at new log files")
+                      : absl::StrCat("every ",
+                                     absl::FormatDuration(
+                                         options.async_wal_sync_interval)));
+  }
+  std::cerr << ")" << std::endl;
   if (!ready_file.empty() && !WriteFileAtomically(ready_file, bound)) {
     std::cerr << "weir: cannot write " << ready_file << std::endl;
     return 1;

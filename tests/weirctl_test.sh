@@ -39,8 +39,22 @@ expect_eq() {
   fi
 }
 
+# A bad flag value is refused with a clear message and starts nothing.
+for bad in soon -1s 11s; do
+  if "$server_bin" --data-dir "$work/refused" --async-sync-interval "$bad" \
+    >"$work/flag.out" 2>&1; then
+    fail "weir_server accepted --async-sync-interval $bad"
+  elif ! grep -q -- "--async-sync-interval" "$work/flag.out"; then
+    fail "--async-sync-interval $bad: no clear error: $(cat "$work/flag.out")"
+  else
+    echo "ok: --async-sync-interval $bad refused"
+  fi
+done
+[[ ! -e "$work/refused" ]] || fail "a refused start created its data directory"
+
 "$server_bin" --listen 127.0.0.1:0 --data-dir "$work/data" \
-  --durability async --ready-file "$work/ready" 2>"$work/server.log" &
+  --durability async --async-sync-interval 50ms --ready-file "$work/ready" \
+  2>"$work/server.log" &
 server_pid=$!
 # Waits for the ready file (written once the server serves), up to 60 s.
 for _ in $(seq 600); do
@@ -54,6 +68,11 @@ for _ in $(seq 600); do
 done
 [[ -s "$work/ready" ]] || { echo "FAIL: weir_server not ready in 60 s" >&2; exit 1; }
 export WEIR_SERVER="$(cat "$work/ready")"
+if grep -q "durability async, WAL fsynced every 50ms" "$work/server.log"; then
+  echo "ok: the server took --async-sync-interval 50ms"
+else
+  fail "the server log does not show the 50ms WAL sync interval"
+fi
 weirctl() { "$weirctl_bin" "$@"; }
 # field NAME LINE: the value of the tab-separated NAME=value field of LINE.
 field() { tr '\t' '\n' <<<"$2" | sed -n "s/^$1=//p" | head -n 1; }
