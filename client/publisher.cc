@@ -40,11 +40,7 @@ absl::StatusOr<std::vector<uint64_t>> Publisher::Send(
 
 absl::StatusOr<uint64_t> Publisher::Write(
     const std::string& queue, const std::vector<v1::SendEntry>& entries) {
-  if (final_.has_value()) {
-    return final_->ok()
-               ? absl::FailedPreconditionError("the Publish stream is closed")
-               : *final_;
-  }
+  if (final_.has_value()) return EndedStatus();
   if (half_closed_) {
     return absl::FailedPreconditionError("the Publish stream is closing");
   }
@@ -54,9 +50,14 @@ absl::StatusOr<uint64_t> Publisher::Write(
   const uint64_t id = next_id_++;
   request.set_request_id(id);
   if (!stream_->Write(request)) {
-    // The stream is gone; its status says why.
-    absl::Status s = FinishStream();
-    return s.ok() ? absl::UnavailableError("the Publish stream ended") : s;
+    // The stream has ended. The answers the server sent before it ended
+    // are kept for Read; then its status says why.
+    for (;;) {
+      absl::StatusOr<PublishResult> r = ReadOne();
+      if (!r.ok()) break;
+      early_.push_back(*std::move(r));
+    }
+    return EndedStatus();
   }
   ++unanswered_;
   return id;
@@ -68,6 +69,7 @@ absl::StatusOr<PublishResult> Publisher::Read() {
     early_.pop_front();
     return r;
   }
+  if (final_.has_value()) return EndedStatus();
   if (unanswered_ == 0) {
     return absl::FailedPreconditionError("no request is waiting for answer");
   }
@@ -75,22 +77,18 @@ absl::StatusOr<PublishResult> Publisher::Read() {
 }
 
 absl::StatusOr<PublishResult> Publisher::ReadOne() {
-  if (final_.has_value()) {
-    return final_->ok()
-               ? absl::FailedPreconditionError("the Publish stream is closed")
-               : *final_;
-  }
+  if (final_.has_value()) return EndedStatus();
   v1::PublishResponse response;
   if (!stream_->Read(&response)) {
     absl::Status s = FinishStream();
-    if (s.ok()) {
-      return absl::InternalError(absl::StrCat("the Publish stream ended with ",
-                                              unanswered_,
-                                              " requests unanswered"));
+    if (s.ok() && unanswered_ > 0) {
+      final_ = absl::InternalError(
+          absl::StrCat("the Publish stream ended with ", unanswered_,
+                       " requests unanswered"));
     }
-    return s;
+    return EndedStatus();
   }
-  --unanswered_;
+  if (unanswered_ > 0) --unanswered_;
   PublishResult r;
   r.request_id = response.request_id();
   r.status = FromEntryResult(response.result());
@@ -99,26 +97,30 @@ absl::StatusOr<PublishResult> Publisher::ReadOne() {
 }
 
 absl::Status Publisher::Close(std::vector<PublishResult>* rest) {
-  if (final_.has_value()) return *final_;
-  if (!half_closed_) {
+  if (!final_.has_value() && !half_closed_) {
     half_closed_ = true;
     stream_->WritesDone();
+  }
+  while (!final_.has_value() && unanswered_ > 0) {
+    absl::StatusOr<PublishResult> r = ReadOne();
+    if (!r.ok()) break;
+    early_.push_back(*std::move(r));
   }
   for (PublishResult& r : early_) {
     if (rest != nullptr) rest->push_back(std::move(r));
   }
   early_.clear();
-  while (unanswered_ > 0) {
-    absl::StatusOr<PublishResult> r = ReadOne();
-    if (!r.ok()) return r.status();
-    if (rest != nullptr) rest->push_back(*std::move(r));
-  }
   return FinishStream();
 }
 
 absl::Status Publisher::FinishStream() {
   if (!final_.has_value()) final_ = FromGrpcStatus(stream_->Finish());
   return *final_;
+}
+
+absl::Status Publisher::EndedStatus() const {
+  if (!final_->ok()) return *final_;
+  return absl::FailedPreconditionError("the Publish stream is closed");
 }
 
 }  // namespace weir

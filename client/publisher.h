@@ -48,15 +48,16 @@ struct PublisherOptions {
 
 // One Publish stream. A request that fails (unknown queue, bad entry) gets
 // its error in its PublishResult and the stream goes on; when the stream
-// itself ends (server shutdown, connection lost, deadline, Cancel) every call
-// fails with the stream's status, and requests not answered by then may or
-// may not have been stored: only a dedup_id makes resending them safe. Open a
-// new Publisher to go on.
+// itself ends (server shutdown, connection lost, deadline, Cancel) Send and
+// Write fail with the stream's status; the answers the server sent before
+// the end are still returned by Read and Close. Requests not answered by then
+// may or may not have been stored: only a dedup_id makes resending them
+// safe. Open a new Publisher to go on (ended() says when).
 //
 // Not thread-safe, except Cancel: use a Publisher from one thread at a time.
 // A Write does not wait for the server; keep the number of unanswered
-// requests bounded (the server stops reading beyond 1024 and a writer that
-// does not read its answers then blocks).
+// requests bounded (the server stops reading beyond 1024, or 64 MiB being
+// written, and a writer that does not read its answers then blocks).
 class Publisher {
  public:
   // Opens the stream on `client`, which must outlive the Publisher. Cannot
@@ -82,9 +83,10 @@ class Publisher {
   // request is unanswered.
   absl::StatusOr<PublishResult> Read();
 
-  // Half-closes the stream, waits for the answers still due (appended to
-  // `rest` when given, dropped otherwise) and returns the stream's final
-  // status: OK when every request was answered. Idempotent.
+  // Half-closes the stream, waits for the answers still due and returns
+  // them (with any not yet returned by Read) in `rest` when given, and
+  // returns the stream's final status: OK when every request was answered.
+  // Idempotent.
   absl::Status Close(std::vector<PublishResult>* rest = nullptr);
 
   // Ends the stream at once. Thread-safe; may be called while another
@@ -94,12 +96,20 @@ class Publisher {
   // Requests written and not yet returned by Read or Send.
   size_t unanswered() const { return unanswered_ + early_.size(); }
 
+  // True once the stream has ended (see above): Send and Write fail from
+  // then on, and Read only returns answers that came before the end.
+  bool ended() const { return final_.has_value(); }
+
  private:
   // Reads one answer from the stream. On a broken stream returns its
   // status (and keeps it for every later call).
   absl::StatusOr<PublishResult> ReadOne();
-  // Ends the stream and records its status (once).
+  // Ends the stream and records its status (once). Call only once every
+  // answer has been read (gRPC drops unread messages).
   absl::Status FinishStream();
+  // The status for a call made after the end: the stream's error, or
+  // FAILED_PRECONDITION after a clean close.
+  absl::Status EndedStatus() const;
 
   grpc::ClientContext context_;
   std::unique_ptr<

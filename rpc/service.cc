@@ -459,8 +459,11 @@ class PublishReactor
     : public grpc::ServerBidiReactor<pb::PublishRequest, pb::PublishResponse> {
  public:
   // Requests read but not yet answered (being committed, or answered and
-  // not yet written) beyond which reading pauses.
+  // not yet written) beyond which reading pauses...
   static constexpr size_t kMaxUnanswered = 1024;
+  // ...and bytes of requests being committed (one request may be up to the
+  // server's 64 MiB message limit) beyond which it pauses too.
+  static constexpr size_t kMaxCommittingBytes = size_t{64} << 20;
 
   PublishReactor(Engine* engine, PublishStreams* streams)
       : engine_(engine), streams_(streams) {
@@ -469,11 +472,10 @@ class PublishReactor
       // ThreadSanitizer can see it (as in SubscribeReactor).
       absl::MutexLock lock(&mu_);
     }
-    if (!streams_->Add(this)) {
-      Shutdown();
-      return;
-    }
+    // The first read is started before the stream can be ended by shutdown
+    // (it then completes with ok = false).
     StartRead(&request_);
+    if (!streams_->Add(this)) Shutdown();
   }
 
   // Reads nothing more, answers what is being committed, then ends the
@@ -516,6 +518,7 @@ class PublishReactor
       Do(next);
       return;
     }
+    const size_t bytes = request_.ByteSizeLong();
     bool take;
     Next ending;
     {
@@ -525,6 +528,7 @@ class PublishReactor
       take = !end_.has_value();
       if (take) {
         ++committing_;
+        committing_bytes_ += bytes;
       } else {
         read_closed_ = true;
         ending = DecideLocked();
@@ -536,15 +540,16 @@ class PublishReactor
     }
     const uint64_t id = request_.request_id();
     const std::vector<SendEntry> entries = FromProto(request_.entries());
-    engine_->SendAsync(request_.queue(), entries,
-                       [this, id](absl::StatusOr<std::vector<uint64_t>> r) {
-                         Committed(id, std::move(r));
-                       });
+    engine_->SendAsync(
+        request_.queue(), entries,
+        [this, id, bytes](absl::StatusOr<std::vector<uint64_t>> r) {
+          Committed(id, bytes, std::move(r));
+        });
     Next next;
     {
       absl::MutexLock lock(&mu_);
       if (!end_.has_value()) {
-        if (UnansweredLocked() >= kMaxUnanswered) {
+        if (MustPauseLocked()) {
           read_paused_ = true;
         } else {
           next.read = true;
@@ -571,8 +576,7 @@ class PublishReactor
         EndLocked(grpc::Status(grpc::StatusCode::CANCELLED,
                                "the stream broke while writing"));
       }
-      if (read_paused_ && !end_.has_value() &&
-          UnansweredLocked() < kMaxUnanswered) {
+      if (read_paused_ && !end_.has_value() && !MustPauseLocked()) {
         read_paused_ = false;
         next.read = true;
         read_starting_ = true;
@@ -614,17 +618,25 @@ class PublishReactor
     bool read = false;
   };
 
-  size_t UnansweredLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    return static_cast<size_t>(committing_) + pending_.size();
+  // Reading waits while too many requests, or too many bytes of them, are
+  // unanswered. Only OnWriteDone resumes it: every request committed while
+  // the stream is writable gets a response, whose write completion comes
+  // after the commit has released its bytes.
+  bool MustPauseLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return static_cast<size_t>(committing_) + pending_.size() >=
+               kMaxUnanswered ||
+           committing_bytes_ >= kMaxCommittingBytes;
   }
 
   // The engine's answer to one request, on an engine thread (or inline from
   // SendAsync).
-  void Committed(uint64_t id, absl::StatusOr<std::vector<uint64_t>> r) {
+  void Committed(uint64_t id, size_t bytes,
+                 absl::StatusOr<std::vector<uint64_t>> r) {
     Next next;
     {
       absl::MutexLock lock(&mu_);
       --committing_;
+      committing_bytes_ -= bytes;
       // Until Unpin below, OnDone leaves the reactor alone: Finish may be
       // called from here, and gRPC may then run OnDone on another thread
       // while this one is still in Finish. (gRPC orders the two with
@@ -638,8 +650,9 @@ class PublishReactor
         resp.mutable_result()->set_message(std::string(r.status().message()));
         if (r.ok()) resp.mutable_offsets()->Add(r->begin(), r->end());
       }
-      // The engine is shutting down: every later request would fail too.
-      if (absl::IsUnavailable(r.status())) EndLocked(ToGrpcStatus(r.status()));
+      // A failed request, whatever its code, ends nothing: UNAVAILABLE may
+      // be an I/O error of one group commit. Server shutdown ends the
+      // stream through PublishStreams.
       next = DecideLocked();
     }
     Do(next);
@@ -703,8 +716,10 @@ class PublishReactor
   // Responses to write, in order; the front is being written when writing_.
   std::deque<pb::PublishResponse> pending_ ABSL_GUARDED_BY(mu_);
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
-  // Requests handed to the engine and not yet answered by it.
+  // Requests handed to the engine and not yet answered by it, and their
+  // size on the wire.
   int committing_ ABSL_GUARDED_BY(mu_) = 0;
+  size_t committing_bytes_ ABSL_GUARDED_BY(mu_) = 0;
   // No read is outstanding because too many requests are unanswered.
   bool read_paused_ ABSL_GUARDED_BY(mu_) = false;
   // Between deciding to start a read and StartRead returning; Finish waits.

@@ -202,6 +202,41 @@ TEST_F(PublishE2ETest, FarMoreRequestsInFlightThanTheServerReadsAhead) {
   EXPECT_EQ(Stats(queue).sent_total(), kRequests);
 }
 
+// Requests of 1 MiB: past 64 MiB being written the server pauses reading on
+// bytes rather than on the number of requests, and resumes as it answers.
+TEST_F(PublishE2ETest, LargeRequestsPauseAndResumeReadingByBytes) {
+  QueueConfig config;
+  config.set_max_message_bytes(1 << 20);
+  const std::string queue = NewQueue("publish-large", config);
+  constexpr int kRequests = 100;
+  const std::string body((1 << 20) - 64, 'b');
+  grpc::ClientContext context;
+  context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(300)));
+  std::unique_ptr<v1::Weir::Stub> stub = server().NewStub();
+  auto stream = stub->Publish(&context);
+  std::thread writer([&] {
+    for (int i = 1; i <= kRequests; ++i) {
+      PublishRequest req;
+      req.set_queue(queue);
+      req.set_request_id(i);
+      req.add_entries()->set_body(body);
+      if (!stream->Write(req)) return;
+    }
+    stream->WritesDone();
+  });
+  std::set<uint64_t> answered;
+  PublishResponse resp;
+  while (stream->Read(&resp)) {
+    EXPECT_EQ(resp.result().code(), 0) << resp.result().message();
+    EXPECT_TRUE(answered.insert(resp.request_id()).second);
+  }
+  writer.join();
+  grpc::Status status = stream->Finish();
+  EXPECT_TRUE(status.ok()) << status.error_message();
+  EXPECT_EQ(answered.size(), kRequests);
+  EXPECT_EQ(Stats(queue).sent_total(), kRequests);
+}
+
 TEST_F(PublishE2ETest, CloseWaitsForEveryAnswer) {
   const std::string queue = NewQueue("publish-close");
   Publisher publisher(weir());
@@ -265,6 +300,9 @@ TEST(PublishShutdownTest, ShutdownEndsAnIdleStreamWithUnavailable) {
   ASSERT_TRUE(code.ok()) << code.status();
   EXPECT_EQ(*code, 0);
   // Ended by Weir's own shutdown (not by gRPC's deadline cancelling it).
+  EXPECT_EQ(publisher.Send("q", Entries({"after"})).status().code(),
+            absl::StatusCode::kUnavailable);
+  EXPECT_TRUE(publisher.ended());
   absl::Status closed = publisher.Close();
   EXPECT_EQ(closed.code(), absl::StatusCode::kUnavailable) << closed;
   EXPECT_NE(closed.message().find("shutting down"), std::string::npos)
@@ -275,6 +313,58 @@ TEST(PublishShutdownTest, ShutdownEndsAnIdleStreamWithUnavailable) {
   std::map<uint64_t, std::string> stored = ReadAll(again, "q");
   ASSERT_EQ(stored.size(), 1u);
   EXPECT_EQ(stored.begin()->second, "before");
+}
+
+// Shutdown with requests in flight: what the server committed is answered
+// (and stored), then the stream ends with UNAVAILABLE; the client keeps the
+// answers that came before the end.
+TEST(PublishShutdownTest, ShutdownAnswersWhatItCommittedThenEnds) {
+  absl::StatusOr<std::unique_ptr<ServerProcess>> server =
+      ServerProcess::Start();
+  ASSERT_TRUE(server.ok()) << server.status();
+  Client client((*server)->Channel());
+  ASSERT_TRUE(client.CreateQueue("q").ok());
+  Publisher publisher(client);
+  std::map<uint64_t, std::string> body_by_id;
+  for (int i = 0; i < 200; ++i) {
+    const std::string body = absl::StrCat("s", i);
+    absl::StatusOr<uint64_t> id = publisher.Write("q", Entries({body}));
+    ASSERT_TRUE(id.ok()) << id.status();
+    body_by_id[*id] = body;
+  }
+  // At least one is committed before the shutdown.
+  absl::StatusOr<PublishResult> first = publisher.Read();
+  ASSERT_TRUE(first.ok()) << first.status();
+  std::vector<PublishResult> answered = {*first};
+
+  absl::StatusOr<int> code = (*server)->Stop();
+  ASSERT_TRUE(code.ok()) << code.status();
+  EXPECT_EQ(*code, 0);
+  std::vector<PublishResult> rest;
+  absl::Status closed = publisher.Close(&rest);
+  EXPECT_EQ(closed.code(), absl::StatusCode::kUnavailable) << closed;
+  EXPECT_TRUE(publisher.ended());
+  EXPECT_EQ(publisher.Write("q", Entries({"late"})).status().code(),
+            absl::StatusCode::kUnavailable);
+  answered.insert(answered.end(), rest.begin(), rest.end());
+
+  ASSERT_TRUE((*server)->Restart().ok());
+  Client again((*server)->Channel());
+  std::map<uint64_t, std::string> stored = ReadAll(again, "q");
+  std::set<std::string> stored_bodies;
+  for (const auto& [offset, body] : stored) stored_bodies.insert(body);
+  for (const PublishResult& r : answered) {
+    if (r.status.ok()) {
+      ASSERT_EQ(r.offsets.size(), 1u);
+      EXPECT_EQ(stored[r.offsets[0]], body_by_id[r.request_id])
+          << "request " << r.request_id << " answered but not stored";
+    } else {
+      // Read after the engine began shutting down: refused, not stored.
+      EXPECT_EQ(r.status.code(), absl::StatusCode::kUnavailable) << r.status;
+      EXPECT_EQ(stored_bodies.count(body_by_id[r.request_id]), 0u)
+          << "request " << r.request_id << " refused but stored";
+    }
+  }
 }
 
 // Requests answered on a sync-durability server are on disk: a SIGKILL in

@@ -100,20 +100,23 @@ class WeirClient : public PeerClient {
 };
 
 // Sends over one Publish stream (weir::Publisher), one request at a time,
-// each answered before the next, like a unary Send.
+// each answered before the next, like a unary Send. The stream is opened by
+// the first Send (a consumer never opens one), and again after it ended.
 class WeirPublishClient : public WeirClient {
  public:
   WeirPublishClient(std::shared_ptr<grpc::Channel> channel, std::string queue)
       : WeirClient(v1::Weir::NewStub(channel), queue),
         client_(std::move(channel)),
-        publisher_(client_),
-        queue_(std::move(queue)) {}
+        publish_queue_(std::move(queue)) {}
 
   absl::Status Send(const std::vector<std::string>& bodies) override {
     std::vector<v1::SendEntry> entries(bodies.size());
     for (size_t i = 0; i < bodies.size(); ++i) entries[i].set_body(bodies[i]);
+    if (publisher_ == nullptr || publisher_->ended()) {
+      publisher_ = std::make_unique<Publisher>(client_);
+    }
     absl::StatusOr<std::vector<uint64_t>> offsets =
-        publisher_.Send(queue_, entries);
+        publisher_->Send(publish_queue_, entries);
     if (offsets.ok()) return absl::OkStatus();
     return absl::Status(offsets.status().code(),
                         absl::StrCat("Publish: ", offsets.status().message()));
@@ -121,8 +124,8 @@ class WeirPublishClient : public WeirClient {
 
  private:
   Client client_;
-  Publisher publisher_;
-  const std::string queue_;
+  std::unique_ptr<Publisher> publisher_;
+  const std::string publish_queue_;
 };
 
 // Consumes through one Subscribe stream. A reader thread takes what the
