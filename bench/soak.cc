@@ -17,9 +17,9 @@
 // still in the queue).
 //
 // Exit status: 0 when nothing acknowledged was lost and the harness worked;
-// 1 when something failed; 3 when a message was lost. Whether RSS and disk
-// are flat is reported, not enforced (a run on a noisy machine is a
-// measurement, not a test).
+// 1 when something failed; 3 when a message was lost; 64 for bad flags. Whether
+// RSS and disk are flat is reported, not enforced (a run on a noisy machine is
+// a measurement, not a test).
 
 #include <sys/types.h>
 #include <sys/wait.h>

@@ -50,13 +50,8 @@ absl::StatusOr<uint64_t> Publisher::Write(
   const uint64_t id = next_id_++;
   request.set_request_id(id);
   if (!stream_->Write(request)) {
-    // The stream has ended. The answers the server sent before it ended
-    // are kept for Read; then its status says why.
-    for (;;) {
-      absl::StatusOr<PublishResult> r = ReadOne();
-      if (!r.ok()) break;
-      early_.push_back(*std::move(r));
-    }
+    // The stream has ended; its status says why.
+    KeepAnswersUntilTheEnd();
     return EndedStatus();
   }
   ++unanswered_;
@@ -101,16 +96,21 @@ absl::Status Publisher::Close(std::vector<PublishResult>* rest) {
     half_closed_ = true;
     stream_->WritesDone();
   }
-  while (!final_.has_value() && unanswered_ > 0) {
-    absl::StatusOr<PublishResult> r = ReadOne();
-    if (!r.ok()) break;
-    early_.push_back(*std::move(r));
-  }
+  // The server ends the stream once it has answered every request.
+  KeepAnswersUntilTheEnd();
   for (PublishResult& r : early_) {
     if (rest != nullptr) rest->push_back(std::move(r));
   }
   early_.clear();
   return FinishStream();
+}
+
+void Publisher::KeepAnswersUntilTheEnd() {
+  for (;;) {
+    absl::StatusOr<PublishResult> r = ReadOne();
+    if (!r.ok()) return;
+    early_.push_back(*std::move(r));
+  }
 }
 
 absl::Status Publisher::FinishStream() {

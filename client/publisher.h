@@ -104,6 +104,9 @@ class Publisher {
   // Reads one answer from the stream. On a broken stream returns its
   // status (and keeps it for every later call).
   absl::StatusOr<PublishResult> ReadOne();
+  // Reads every answer still coming into early_, until the stream ends
+  // (which records its status).
+  void KeepAnswersUntilTheEnd();
   // Ends the stream and records its status (once). Call only once every
   // answer has been read (gRPC drops unread messages).
   absl::Status FinishStream();

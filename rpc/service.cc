@@ -82,13 +82,14 @@ void ToProto(const ReceivedMessage& m, pb::Message* out) {
   out->set_ordering_key(m.ordering_key);
 }
 
+void ToProto(const absl::Status& s, pb::EntryResult* out) {
+  out->set_code(static_cast<int>(s.code()));
+  out->set_message(std::string(s.message()));
+}
+
 void ToProto(const std::vector<absl::Status>& results,
              google::protobuf::RepeatedPtrField<pb::EntryResult>* out) {
-  for (const absl::Status& s : results) {
-    pb::EntryResult* r = out->Add();
-    r->set_code(static_cast<int>(s.code()));
-    r->set_message(std::string(s.message()));
-  }
+  for (const absl::Status& s : results) ToProto(s, out->Add());
 }
 
 std::vector<SendEntry> FromProto(
@@ -486,7 +487,7 @@ class PublishReactor
       absl::MutexLock lock(&mu_);
       EndLocked(grpc::Status(grpc::StatusCode::UNAVAILABLE,
                              "the server is shutting down"));
-      next = DecideLocked();
+      DecideLocked(next);
     }
     Do(next);
   }
@@ -513,7 +514,7 @@ class PublishReactor
       {
         absl::MutexLock lock(&mu_);
         read_closed_ = true;
-        next = DecideLocked();
+        DecideLocked(next);
       }
       Do(next);
       return;
@@ -531,7 +532,7 @@ class PublishReactor
         committing_bytes_ += bytes;
       } else {
         read_closed_ = true;
-        ending = DecideLocked();
+        DecideLocked(ending);
       }
     }
     if (!take) {
@@ -558,9 +559,7 @@ class PublishReactor
       } else {
         read_closed_ = true;
       }
-      Next more = DecideLocked();
-      next.write = more.write;
-      next.finish = std::move(more.finish);
+      DecideLocked(next);
     }
     Do(next);
   }
@@ -581,9 +580,7 @@ class PublishReactor
         next.read = true;
         read_starting_ = true;
       }
-      Next more = DecideLocked();
-      next.write = more.write;
-      next.finish = std::move(more.finish);
+      DecideLocked(next);
     }
     Do(next);
   }
@@ -594,7 +591,7 @@ class PublishReactor
       absl::MutexLock lock(&mu_);
       broken_ = true;
       EndLocked(grpc::Status(grpc::StatusCode::CANCELLED, "stream cancelled"));
-      next = DecideLocked();
+      DecideLocked(next);
     }
     Do(next);
   }
@@ -646,14 +643,13 @@ class PublishReactor
       if (!broken_) {
         pb::PublishResponse& resp = pending_.emplace_back();
         resp.set_request_id(id);
-        resp.mutable_result()->set_code(static_cast<int>(r.status().code()));
-        resp.mutable_result()->set_message(std::string(r.status().message()));
+        ToProto(r.status(), resp.mutable_result());
         if (r.ok()) resp.mutable_offsets()->Add(r->begin(), r->end());
       }
       // A failed request, whatever its code, ends nothing: UNAVAILABLE may
       // be an I/O error of one group commit. Server shutdown ends the
       // stream through PublishStreams.
-      next = DecideLocked();
+      DecideLocked(next);
     }
     Do(next);
     Unpin();
@@ -669,24 +665,22 @@ class PublishReactor
     if (!end_.has_value()) end_ = std::move(status);
   }
 
-  // Starts the next write, or finishes the stream once it is ending and
-  // nothing is left to answer.
-  Next DecideLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    Next next;
-    if (finished_ || writing_) return next;
+  // Adds to `next` the next write, or the Finish once the stream is ending
+  // and nothing is left to answer. Decide a read (read_starting_) first.
+  void DecideLocked(Next& next) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (finished_ || writing_) return;
     if (!pending_.empty()) {
       writing_ = true;
       // Stays in place until OnWriteDone pops it: a deque does not move its
       // elements when more are added at the back.
       next.write = &pending_.front();
-      return next;
+      return;
     }
     if ((end_.has_value() || read_closed_) && committing_ == 0 &&
         !read_starting_) {
       finished_ = true;
       next.finish = end_.value_or(grpc::Status::OK);
     }
-    return next;
   }
 
   // Called without mu_: gRPC may run a reaction inline from StartWrite,
@@ -701,7 +695,7 @@ class PublishReactor
       {
         absl::MutexLock lock(&mu_);
         read_starting_ = false;
-        after = DecideLocked();
+        DecideLocked(after);
       }
       Do(after);
     }

@@ -270,7 +270,6 @@ TEST_F(PublishE2ETest, CancellingWithRequestsInFlightLeavesTheServerServing) {
   }
   Publisher after(weir());
   EXPECT_TRUE(after.Send(queue, Entries({"still serving"})).ok());
-  EXPECT_TRUE(server().running());
 }
 
 TEST(PublishShutdownTest, ShutdownEndsAnIdleStreamWithUnavailable) {

@@ -59,11 +59,12 @@ SERVER_BINARIES = {
     "nats": "nats-server",
 }
 
+# The load generator's ways of driving Weir (unary calls, streams).
+WEIR_SYSTEMS = ("weir", "weir-stream")
+
 TIER_SETTINGS = {
-    ("weir", "sync"): "--durability sync",
-    ("weir", "relaxed"): "--durability async",
-    ("weir-stream", "sync"): "--durability sync",
-    ("weir-stream", "relaxed"): "--durability async",
+    **{(w, "sync"): "--durability sync" for w in WEIR_SYSTEMS},
+    **{(w, "relaxed"): "--durability async" for w in WEIR_SYSTEMS},
     ("redis", "sync"): "appendfsync always",
     ("redis", "relaxed"): "appendfsync everysec",
     ("beanstalkd", "sync"): "-f 0",
@@ -124,7 +125,7 @@ class Server:
 
     def command(self, port):
         d = self.data_dir
-        if self.system in ("weir", "weir-stream"):
+        if self.system in WEIR_SYSTEMS:
             return [self.weir_server, "--listen", f"127.0.0.1:{port}",
                     "--data-dir", os.path.join(d, "data"), "--durability",
                     "sync" if self.tier == "sync" else "async",
@@ -150,7 +151,7 @@ class Server:
                                          stderr=subprocess.STDOUT,
                                          stdin=subprocess.DEVNULL)
         try:
-            if self.system in ("weir", "weir-stream"):
+            if self.system in WEIR_SYSTEMS:
                 ready = os.path.join(self.data_dir, "ready")
                 deadline = time.monotonic() + 60
                 while not os.path.exists(ready):
@@ -409,7 +410,7 @@ def targets(results, machine):
             out.append(f"| {what} | {value:.2f}× | ≥ {goal}× ({met}) | "
                        f"{detail} |")
 
-    for weir in ("weir", "weir-stream"):
+    for weir in WEIR_SYSTEMS:
         title = SYSTEM_TITLES[weir]
         w = rate(weir, "sync", "ingest")
         if w is None:
@@ -430,7 +431,7 @@ def targets(results, machine):
     peers50 = [find(results, p, "sync", "workqueue-50%")
                for p in ("redis", "beanstalkd", "nats")]
     peers50 = [p for p in peers50 if p]
-    for weir in ("weir", "weir-stream"):
+    for weir in WEIR_SYSTEMS:
         title = SYSTEM_TITLES[weir]
         wq = rate(weir, "sync", "workqueue-peak", "consume_msgs_per_s")
         if wq is None:
@@ -450,7 +451,7 @@ def targets(results, machine):
                  f"{w50['rate']:,.0f}/s vs {SYSTEM_TITLES[lowest['system']]} "
                  f"{fmt_us(lowest['e2e_latency']['p99_us'])} at "
                  f"{lowest['rate']:,.0f}/s")
-    for weir in ("weir", "weir-stream"):
+    for weir in WEIR_SYSTEMS:
         w = rate(weir, "sync", "ingest")
         if w is None:
             continue

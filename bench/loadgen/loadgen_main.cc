@@ -171,7 +171,9 @@ int Main(int argc, char** argv) {
   std::string json_out;
   bool json_only = false;
   int server_pid = 0;
-  app.add_option("--system", labels.system, "weir, redis, beanstalkd or nats")
+  app.add_option("--system", labels.system,
+                 "weir (unary calls), weir-stream (Publish and Subscribe), "
+                 "redis, beanstalkd or nats")
       ->check(CLI::IsMember(PeerNames()))
       ->capture_default_str();
   app.add_option("--address", address, "host:port of the server")
