@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "client/call.h"
 #include "grpcpp/create_channel.h"
 #include "grpcpp/security/credentials.h"
 #include "grpcpp/support/channel_arguments.h"
@@ -179,7 +180,9 @@ absl::StatusOr<v1::CreateQueueResponse> Client::CreateQueue(
   v1::CreateQueueResponse response;
   grpc::ClientContext context;
   SetDeadline(context, call);
-  grpc::Status status = stub_->CreateQueue(&context, request, &response);
+  grpc::Status status =
+      CallAndWait(stub_->async(), &v1::Weir::Stub::async::CreateQueue, &context,
+                  request, &response);
   if (!status.ok()) return FromGrpcStatus(status);
   return response;
 }
@@ -191,7 +194,9 @@ absl::StatusOr<v1::Queue> Client::GetQueue(const std::string& name,
   v1::Queue response;
   grpc::ClientContext context;
   SetDeadline(context, call);
-  grpc::Status status = stub_->GetQueue(&context, request, &response);
+  grpc::Status status =
+      CallAndWait(stub_->async(), &v1::Weir::Stub::async::GetQueue, &context,
+                  request, &response);
   if (!status.ok()) return FromGrpcStatus(status);
   return response;
 }
@@ -208,7 +213,9 @@ absl::StatusOr<v1::Queue> Client::UpdateQueue(
   v1::Queue response;
   grpc::ClientContext context;
   SetDeadline(context, call);
-  grpc::Status status = stub_->UpdateQueue(&context, request, &response);
+  grpc::Status status =
+      CallAndWait(stub_->async(), &v1::Weir::Stub::async::UpdateQueue, &context,
+                  request, &response);
   if (!status.ok()) return FromGrpcStatus(status);
   return response;
 }
@@ -222,7 +229,9 @@ absl::StatusOr<std::vector<v1::Queue>> Client::ListQueues(
     v1::ListQueuesResponse response;
     grpc::ClientContext context;
     SetDeadline(context, call);
-    grpc::Status status = stub_->ListQueues(&context, request, &response);
+    grpc::Status status =
+        CallAndWait(stub_->async(), &v1::Weir::Stub::async::ListQueues,
+                    &context, request, &response);
     if (!status.ok()) return FromGrpcStatus(status);
     for (v1::Queue& queue : *response.mutable_queues()) {
       queues.push_back(std::move(queue));
@@ -239,7 +248,9 @@ absl::Status Client::DeleteQueue(const std::string& name,
   v1::DeleteQueueResponse response;
   grpc::ClientContext context;
   SetDeadline(context, call);
-  return FromGrpcStatus(stub_->DeleteQueue(&context, request, &response));
+  return FromGrpcStatus(CallAndWait(stub_->async(),
+                                    &v1::Weir::Stub::async::DeleteQueue,
+                                    &context, request, &response));
 }
 
 absl::StatusOr<uint64_t> Client::PurgeQueue(const std::string& name,
@@ -249,7 +260,9 @@ absl::StatusOr<uint64_t> Client::PurgeQueue(const std::string& name,
   v1::PurgeQueueResponse response;
   grpc::ClientContext context;
   SetDeadline(context, call);
-  grpc::Status status = stub_->PurgeQueue(&context, request, &response);
+  grpc::Status status =
+      CallAndWait(stub_->async(), &v1::Weir::Stub::async::PurgeQueue, &context,
+                  request, &response);
   if (!status.ok()) return FromGrpcStatus(status);
   return response.purged();
 }
@@ -263,7 +276,9 @@ absl::StatusOr<v1::QueueStats> Client::GetQueueStats(const std::string& queue,
   v1::QueueStats response;
   grpc::ClientContext context;
   SetDeadline(context, call);
-  grpc::Status status = stub_->GetQueueStats(&context, request, &response);
+  grpc::Status status =
+      CallAndWait(stub_->async(), &v1::Weir::Stub::async::GetQueueStats,
+                  &context, request, &response);
   if (!status.ok()) return FromGrpcStatus(status);
   return response;
 }
@@ -278,7 +293,9 @@ absl::StatusOr<std::vector<uint64_t>> Client::Send(
   v1::SendResponse response;
   grpc::ClientContext context;
   SetDeadline(context, call);
-  grpc::Status status = stub_->Send(&context, request, &response);
+  grpc::Status status =
+      CallAndWait(stub_->async(), &v1::Weir::Stub::async::Send, &context,
+                  request, &response);
   if (!status.ok()) return FromGrpcStatus(status);
   if (response.offsets_size() != request.entries_size()) {
     return ResultCountMismatch(request.entries_size(), response.offsets_size());
@@ -315,7 +332,9 @@ absl::StatusOr<std::vector<v1::Message>> Client::Receive(
   grpc::ClientContext context;
   // The long poll may use all of its wait before the server answers.
   SetDeadline(context, call, std::max(options.wait, absl::ZeroDuration()));
-  grpc::Status status = stub_->Receive(&context, request, &response);
+  grpc::Status status =
+      CallAndWait(stub_->async(), &v1::Weir::Stub::async::Receive, &context,
+                  request, &response);
   if (!status.ok()) return FromGrpcStatus(status);
   return std::vector<v1::Message>(
       std::make_move_iterator(response.mutable_messages()->begin()),
@@ -335,7 +354,9 @@ absl::StatusOr<std::vector<absl::Status>> Client::Delete(
     v1::DeleteResponse response;
     grpc::ClientContext context;
     SetDeadline(context, call);
-    grpc::Status status = stub_->Delete(&context, request, &response);
+    grpc::Status status =
+        CallAndWait(stub_->async(), &v1::Weir::Stub::async::Delete, &context,
+                    request, &response);
     if (!status.ok()) return FromGrpcStatus(status);
     return AppendResults(response.results(), request.receipt_handles_size(),
                          results);
@@ -353,7 +374,9 @@ absl::StatusOr<std::vector<absl::Status>> Client::ChangeVisibility(
     v1::ChangeVisibilityResponse response;
     grpc::ClientContext context;
     SetDeadline(context, call);
-    grpc::Status status = stub_->ChangeVisibility(&context, request, &response);
+    grpc::Status status =
+        CallAndWait(stub_->async(), &v1::Weir::Stub::async::ChangeVisibility,
+                    &context, request, &response);
     if (!status.ok()) return FromGrpcStatus(status);
     return AppendResults(response.results(), request.entries_size(), results);
   });
@@ -370,7 +393,9 @@ absl::StatusOr<v1::Group> Client::CreateGroup(const std::string& queue,
   v1::Group response;
   grpc::ClientContext context;
   SetDeadline(context, call);
-  grpc::Status status = stub_->CreateGroup(&context, request, &response);
+  grpc::Status status =
+      CallAndWait(stub_->async(), &v1::Weir::Stub::async::CreateGroup, &context,
+                  request, &response);
   if (!status.ok()) return FromGrpcStatus(status);
   return response;
 }
@@ -384,7 +409,9 @@ absl::Status Client::DeleteGroup(const std::string& queue,
   v1::DeleteGroupResponse response;
   grpc::ClientContext context;
   SetDeadline(context, call);
-  return FromGrpcStatus(stub_->DeleteGroup(&context, request, &response));
+  return FromGrpcStatus(CallAndWait(stub_->async(),
+                                    &v1::Weir::Stub::async::DeleteGroup,
+                                    &context, request, &response));
 }
 
 absl::StatusOr<std::vector<v1::Group>> Client::ListGroups(
@@ -394,7 +421,9 @@ absl::StatusOr<std::vector<v1::Group>> Client::ListGroups(
   v1::ListGroupsResponse response;
   grpc::ClientContext context;
   SetDeadline(context, call);
-  grpc::Status status = stub_->ListGroups(&context, request, &response);
+  grpc::Status status =
+      CallAndWait(stub_->async(), &v1::Weir::Stub::async::ListGroups, &context,
+                  request, &response);
   if (!status.ok()) return FromGrpcStatus(status);
   return std::vector<v1::Group>(response.groups().begin(),
                                 response.groups().end());
@@ -411,7 +440,9 @@ absl::StatusOr<v1::Group> Client::SeekGroup(const std::string& queue,
   v1::Group response;
   grpc::ClientContext context;
   SetDeadline(context, call);
-  grpc::Status status = stub_->SeekGroup(&context, request, &response);
+  grpc::Status status =
+      CallAndWait(stub_->async(), &v1::Weir::Stub::async::SeekGroup, &context,
+                  request, &response);
   if (!status.ok()) return FromGrpcStatus(status);
   return response;
 }
@@ -429,7 +460,9 @@ absl::StatusOr<v1::ReadResponse> Client::Read(const std::string& queue,
   v1::ReadResponse response;
   grpc::ClientContext context;
   SetDeadline(context, call);
-  grpc::Status status = stub_->Read(&context, request, &response);
+  grpc::Status status =
+      CallAndWait(stub_->async(), &v1::Weir::Stub::async::Read, &context,
+                  request, &response);
   if (!status.ok()) return FromGrpcStatus(status);
   return response;
 }
@@ -445,7 +478,9 @@ absl::StatusOr<uint64_t> Client::Redrive(const std::string& dlq,
   v1::RedriveResponse response;
   grpc::ClientContext context;
   SetDeadline(context, call);
-  grpc::Status status = stub_->Redrive(&context, request, &response);
+  grpc::Status status =
+      CallAndWait(stub_->async(), &v1::Weir::Stub::async::Redrive, &context,
+                  request, &response);
   if (!status.ok()) return FromGrpcStatus(status);
   return response.moved();
 }

@@ -14,6 +14,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "bench/loadgen/peer.h"
+#include "client/call.h"
 #include "client/channel.h"
 #include "client/client.h"
 #include "client/publisher.h"
@@ -52,7 +53,9 @@ class WeirClient : public PeerClient {
     v1::SendResponse response;
     grpc::ClientContext context;
     SetDeadline(context, absl::ZeroDuration());
-    return FromGrpc(stub_->Send(&context, request, &response), "Send");
+    return FromGrpc(CallAndWait(stub_->async(), &v1::Weir::Stub::async::Send,
+                                &context, request, &response),
+                    "Send");
   }
 
   absl::Status Receive(int max, absl::Duration wait,
@@ -66,7 +69,9 @@ class WeirClient : public PeerClient {
     grpc::ClientContext context;
     SetDeadline(context, wait);
     absl::Status status =
-        FromGrpc(stub_->Receive(&context, request, &response), "Receive");
+        FromGrpc(CallAndWait(stub_->async(), &v1::Weir::Stub::async::Receive,
+                             &context, request, &response),
+                 "Receive");
     if (!status.ok()) return status;
     out->reserve(response.messages_size());
     for (v1::Message& message : *response.mutable_messages()) {
@@ -88,7 +93,9 @@ class WeirClient : public PeerClient {
     SetDeadline(context, absl::ZeroDuration());
     // A handle whose lease lapsed is refused per entry; the message comes
     // back and is counted again by the workload, so that is not an error.
-    return FromGrpc(stub_->Delete(&context, request, &response), "Delete");
+    return FromGrpc(CallAndWait(stub_->async(), &v1::Weir::Stub::async::Delete,
+                                &context, request, &response),
+                    "Delete");
   }
 
  protected:

@@ -1,0 +1,303 @@
+// What a unary gRPC call costs on this machine with no queue behind it: a
+// server whose Send answers at once (no engine, no disk), and N clients
+// calling it one call at a time each, as the load generator's producers do.
+// The calls per second and the CPU each side spends per call are the floor
+// under any Weir figure that sends one message per call.
+//
+//   bazel build -c opt //bench:grpc_floor
+//   bazel-bin/bench/grpc_floor --serve 127.0.0.1:50090 --server-api callback &
+//   bazel-bin/bench/grpc_floor --target 127.0.0.1:50090 --server-pid PID \
+//       --clients 64 --client-api sync --seconds 5
+
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdio>
+#include <fstream>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "CLI/CLI.hpp"
+#include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
+#include "absl/time/clock.h"
+#include "client/channel.h"
+#include "grpcpp/grpcpp.h"
+#include "weir/v1/weir.grpc.pb.h"
+
+namespace weir {
+namespace {
+
+// Send answers at once with one made-up offset per entry.
+class CallbackFloor final : public v1::Weir::CallbackService {
+ public:
+  grpc::ServerUnaryReactor* Send(grpc::CallbackServerContext* context,
+                                 const v1::SendRequest* request,
+                                 v1::SendResponse* response) override {
+    for (int i = 0; i < request->entries_size(); ++i) {
+      response->add_offsets(next_.fetch_add(1, std::memory_order_relaxed));
+    }
+    grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+    reactor->Finish(grpc::Status::OK);
+    return reactor;
+  }
+
+ private:
+  std::atomic<uint64_t> next_{0};
+};
+
+// The same on the completion-queue API: `threads` threads, each polling a
+// completion queue of its own with a pool of pending calls.
+class AsyncFloor {
+ public:
+  AsyncFloor(grpc::ServerBuilder& builder, int threads) {
+    builder.RegisterService(&service_);
+    for (int i = 0; i < threads; ++i)
+      cqs_.push_back(builder.AddCompletionQueue());
+  }
+
+  void Run() {
+    std::vector<std::thread> threads;
+    for (auto& cq : cqs_) {
+      threads.emplace_back([this, cq = cq.get()] { Poll(cq); });
+    }
+    for (std::thread& t : threads) t.join();
+  }
+
+ private:
+  struct Call {
+    grpc::ServerContext context;
+    v1::SendRequest request;
+    v1::SendResponse response;
+    grpc::ServerAsyncResponseWriter<v1::SendResponse> writer{&context};
+    bool finishing = false;
+  };
+
+  void Arm(grpc::ServerCompletionQueue* cq) {
+    Call* call = new Call;
+    service_.RequestSend(&call->context, &call->request, &call->writer, cq, cq,
+                         call);
+  }
+
+  void Poll(grpc::ServerCompletionQueue* cq) {
+    for (int i = 0; i < 128; ++i) Arm(cq);
+    void* tag;
+    bool ok;
+    while (cq->Next(&tag, &ok)) {
+      Call* call = static_cast<Call*>(tag);
+      if (call->finishing || !ok) {
+        delete call;
+        continue;
+      }
+      Arm(cq);
+      for (int i = 0; i < call->request.entries_size(); ++i) {
+        call->response.add_offsets(
+            next_.fetch_add(1, std::memory_order_relaxed));
+      }
+      call->finishing = true;
+      call->writer.Finish(call->response, grpc::Status::OK, call);
+    }
+  }
+
+  v1::Weir::AsyncService service_;
+  std::vector<std::unique_ptr<grpc::ServerCompletionQueue>> cqs_;
+  std::atomic<uint64_t> next_{0};
+};
+
+int Serve(const std::string& address, const std::string& api, int threads) {
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort(address, grpc::InsecureServerCredentials());
+  CallbackFloor callback;
+  std::unique_ptr<AsyncFloor> async;
+  if (api == "callback") {
+    builder.RegisterService(&callback);
+  } else {
+    async = std::make_unique<AsyncFloor>(builder, threads);
+  }
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (server == nullptr) {
+    std::fprintf(stderr, "cannot listen on %s\n", address.c_str());
+    return 1;
+  }
+  std::printf("serving on %s (%s)\n", address.c_str(), api.c_str());
+  std::fflush(stdout);
+  if (async != nullptr) {
+    async->Run();
+  } else {
+    server->Wait();
+  }
+  return 0;
+}
+
+double CpuSecondsOf(int pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string field;
+  long ticks = 0;
+  for (int i = 1; i <= 15 && in >> field; ++i) {
+    if (i == 14 || i == 15) ticks += std::stol(field);
+  }
+  return static_cast<double>(ticks) / sysconf(_SC_CLK_TCK);
+}
+
+double OwnCpuSeconds() {
+  rusage usage;
+  getrusage(RUSAGE_SELF, &usage);
+  return usage.ru_utime.tv_sec + usage.ru_stime.tv_sec +
+         (usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e6;
+}
+
+v1::SendRequest OneMessage() {
+  v1::SendRequest request;
+  request.set_queue("q");
+  request.add_entries()->set_body(std::string(256, 'x'));
+  return request;
+}
+
+// One client: calls Send until `stop`, one call at a time, counting them.
+void SyncClient(const std::string& target, const std::atomic<bool>& stop,
+                std::atomic<uint64_t>& calls) {
+  auto stub = v1::Weir::NewStub(
+      CreateChannel(target, ChannelOptions{.dedicated_connection = true}));
+  const v1::SendRequest request = OneMessage();
+  while (!stop.load(std::memory_order_relaxed)) {
+    grpc::ClientContext context;
+    v1::SendResponse response;
+    if (!stub->Send(&context, request, &response).ok()) return;
+    calls.fetch_add(1, std::memory_order_relaxed);
+  }
+}
+
+// The same, each call made on the callback API and waited for.
+void CallbackWaitClient(const std::string& target,
+                        const std::atomic<bool>& stop,
+                        std::atomic<uint64_t>& calls) {
+  auto stub = v1::Weir::NewStub(
+      CreateChannel(target, ChannelOptions{.dedicated_connection = true}));
+  const v1::SendRequest request = OneMessage();
+  while (!stop.load(std::memory_order_relaxed)) {
+    grpc::ClientContext context;
+    v1::SendResponse response;
+    absl::Notification done;
+    grpc::Status status;
+    stub->async()->Send(&context, &request, &response, [&](grpc::Status s) {
+      status = std::move(s);
+      done.Notify();
+    });
+    done.WaitForNotification();
+    if (!status.ok()) return;
+    calls.fetch_add(1, std::memory_order_relaxed);
+  }
+}
+
+// The same on the callback API: each call's completion starts the next, and
+// no thread of ours waits.
+class CallbackClient {
+ public:
+  CallbackClient(const std::string& target, const std::atomic<bool>& stop,
+                 std::atomic<uint64_t>& calls)
+      : stub_(v1::Weir::NewStub(CreateChannel(
+            target, ChannelOptions{.dedicated_connection = true}))),
+        request_(OneMessage()),
+        stop_(stop),
+        calls_(calls) {}
+
+  void Start() { Next(); }
+  void Wait() { done_.WaitForNotification(); }
+
+ private:
+  void Next() {
+    context_ = std::make_unique<grpc::ClientContext>();
+    response_.Clear();
+    stub_->async()->Send(
+        context_.get(), &request_, &response_, [this](grpc::Status status) {
+          if (!status.ok() || stop_.load(std::memory_order_relaxed)) {
+            done_.Notify();
+            return;
+          }
+          calls_.fetch_add(1, std::memory_order_relaxed);
+          Next();
+        });
+  }
+
+  std::unique_ptr<v1::Weir::Stub> stub_;
+  const v1::SendRequest request_;
+  const std::atomic<bool>& stop_;
+  std::atomic<uint64_t>& calls_;
+  std::unique_ptr<grpc::ClientContext> context_;
+  v1::SendResponse response_;
+  absl::Notification done_;
+};
+
+int Drive(const std::string& target, int server_pid, int clients,
+          const std::string& api, double seconds) {
+  std::atomic<bool> stop{false};
+  std::atomic<uint64_t> calls{0};
+  std::vector<std::thread> threads;
+  std::vector<std::unique_ptr<CallbackClient>> callback_clients;
+  for (int i = 0; i < clients; ++i) {
+    if (api == "sync") {
+      threads.emplace_back(SyncClient, target, std::cref(stop),
+                           std::ref(calls));
+    } else if (api == "callback-wait") {
+      threads.emplace_back(CallbackWaitClient, target, std::cref(stop),
+                           std::ref(calls));
+    } else {
+      callback_clients.push_back(
+          std::make_unique<CallbackClient>(target, stop, calls));
+      callback_clients.back()->Start();
+    }
+  }
+  absl::SleepFor(absl::Seconds(1));  // connect and warm up
+  const uint64_t calls0 = calls.load();
+  const double own0 = OwnCpuSeconds();
+  const double server0 = server_pid > 0 ? CpuSecondsOf(server_pid) : 0;
+  const absl::Time t0 = absl::Now();
+  absl::SleepFor(absl::Seconds(seconds));
+  const double elapsed = absl::ToDoubleSeconds(absl::Now() - t0);
+  const uint64_t n = calls.load() - calls0;
+  const double own = OwnCpuSeconds() - own0;
+  const double server = server_pid > 0 ? CpuSecondsOf(server_pid) - server0 : 0;
+  stop = true;
+  for (std::thread& t : threads) t.join();
+  for (auto& c : callback_clients) c->Wait();
+  std::printf(
+      "clients %d (%s): %.0f calls/s; client %.2f cores, %.1f us/call; "
+      "server %.2f cores, %.1f us/call\n",
+      clients, api.c_str(), n / elapsed, own / elapsed, own / n * 1e6,
+      server / elapsed, server / n * 1e6);
+  return 0;
+}
+
+}  // namespace
+}  // namespace weir
+
+int main(int argc, char** argv) {
+  CLI::App app{"The cost of a unary gRPC call with nothing behind it"};
+  std::string serve, target, server_api = "callback", client_api = "sync";
+  int server_threads = 2, clients = 64, server_pid = 0;
+  double seconds = 5;
+  app.add_option("--serve", serve, "host:port to serve on");
+  app.add_option("--server-api", server_api, "callback or async")
+      ->check(CLI::IsMember({"callback", "async"}));
+  app.add_option("--server-threads", server_threads,
+                 "completion-queue threads (async)")
+      ->check(CLI::Range(1, 64));
+  app.add_option("--target", target, "host:port of a --serve process");
+  app.add_option("--server-pid", server_pid, "its pid, for its CPU time");
+  app.add_option("--clients", clients)->check(CLI::Range(1, 1024));
+  app.add_option("--client-api", client_api, "sync, callback-wait or callback")
+      ->check(CLI::IsMember({"sync", "callback-wait", "callback"}));
+  app.add_option("--seconds", seconds)->check(CLI::Range(0.1, 3600.0));
+  CLI11_PARSE(app, argc, argv);
+  if (serve.empty() == target.empty()) {
+    std::fprintf(stderr, "give one of --serve and --target\n");
+    return 2;
+  }
+  if (!serve.empty()) {
+    return weir::Serve(serve, server_api, server_threads);
+  }
+  return weir::Drive(target, server_pid, clients, client_api, seconds);
+}
