@@ -1,13 +1,18 @@
-// What a unary gRPC call costs on this machine with no queue behind it: a
-// server whose Send answers at once (no engine, no disk), and N clients
-// calling it one call at a time each, as the load generator's producers do.
-// The calls per second and the CPU each side spends per call are the floor
-// under any Weir figure that sends one message per call.
+// What a gRPC call costs on this machine with no queue behind it: a server
+// whose Send (and Publish) answers at once (no engine, no disk), and N
+// clients calling it one call at a time each, as the load generator's
+// producers do. The calls per second and the CPU each side spends per call
+// are the floor under any Weir figure that sends one message per call.
 //
 //   bazel build -c opt //bench:grpc_floor
 //   bazel-bin/bench/grpc_floor --serve 127.0.0.1:50090 --server-api callback &
 //   bazel-bin/bench/grpc_floor --target 127.0.0.1:50090 --server-pid PID \
 //       --clients 64 --client-api sync --seconds 5
+//
+// --client-api: sync (a blocking stub call), callback-wait (the callback API,
+// waited for: client/call.h), callback (each completion starts the next
+// call; no thread waits) or stream (one Publish stream per client, each
+// request answered before the next; needs --server-api callback).
 
 #include <sys/resource.h>
 #include <unistd.h>
@@ -44,6 +49,48 @@ class CallbackFloor final : public v1::Weir::CallbackService {
     reactor->Finish(grpc::Status::OK);
     return reactor;
   }
+
+  grpc::ServerBidiReactor<v1::PublishRequest, v1::PublishResponse>* Publish(
+      grpc::CallbackServerContext*) override {
+    return new PublishFloor(&next_);
+  }
+
+ private:
+  // Answers each request of a Publish stream as soon as it is read, one at
+  // a time (the clients here wait for each answer anyway).
+  class PublishFloor final
+      : public grpc::ServerBidiReactor<v1::PublishRequest,
+                                       v1::PublishResponse> {
+   public:
+    explicit PublishFloor(std::atomic<uint64_t>* next) : next_(next) {
+      StartRead(&request_);
+    }
+    void OnReadDone(bool ok) override {
+      if (!ok) {
+        Finish(grpc::Status::OK);
+        return;
+      }
+      response_.Clear();
+      response_.set_request_id(request_.request_id());
+      for (int i = 0; i < request_.entries_size(); ++i) {
+        response_.add_offsets(next_->fetch_add(1, std::memory_order_relaxed));
+      }
+      StartWrite(&response_);
+    }
+    void OnWriteDone(bool ok) override {
+      if (ok) {
+        StartRead(&request_);
+      } else {
+        Finish(grpc::Status::OK);
+      }
+    }
+    void OnDone() override { delete this; }
+
+   private:
+    std::atomic<uint64_t>* const next_;
+    v1::PublishRequest request_;
+    v1::PublishResponse response_;
+  };
 
  private:
   std::atomic<uint64_t> next_{0};
@@ -109,7 +156,8 @@ class AsyncFloor {
 
 int Serve(const std::string& address, const std::string& api, int threads) {
   grpc::ServerBuilder builder;
-  builder.AddListeningPort(address, grpc::InsecureServerCredentials());
+  int port = 0;
+  builder.AddListeningPort(address, grpc::InsecureServerCredentials(), &port);
   CallbackFloor callback;
   std::unique_ptr<AsyncFloor> async;
   if (api == "callback") {
@@ -118,11 +166,12 @@ int Serve(const std::string& address, const std::string& api, int threads) {
     async = std::make_unique<AsyncFloor>(builder, threads);
   }
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
-  if (server == nullptr) {
+  if (server == nullptr || port == 0) {
     std::fprintf(stderr, "cannot listen on %s\n", address.c_str());
     return 1;
   }
-  std::printf("serving on %s (%s)\n", address.c_str(), api.c_str());
+  // The port is the one bound (the address may ask for port 0).
+  std::printf("serving on port %d (%s)\n", port, api.c_str());
   std::fflush(stdout);
   if (async != nullptr) {
     async->Run();
@@ -168,6 +217,31 @@ void SyncClient(const std::string& target, const std::atomic<bool>& stop,
     if (!stub->Send(&context, request, &response).ok()) return;
     calls.fetch_add(1, std::memory_order_relaxed);
   }
+}
+
+// The same over one Publish stream per client, each request answered
+// before the next is written (as the load generator's weir-stream does).
+void StreamClient(const std::string& target, const std::atomic<bool>& stop,
+                  std::atomic<uint64_t>& calls) {
+  auto stub = v1::Weir::NewStub(
+      CreateChannel(target, ChannelOptions{.dedicated_connection = true}));
+  grpc::ClientContext context;
+  auto stream = stub->Publish(&context);
+  v1::PublishRequest request;
+  request.set_queue("q");
+  request.add_entries()->set_body(std::string(256, 'x'));
+  uint64_t id = 0;
+  while (!stop.load(std::memory_order_relaxed)) {
+    request.set_request_id(++id);
+    v1::PublishResponse response;
+    if (!stream->Write(request) || !stream->Read(&response)) break;
+    calls.fetch_add(1, std::memory_order_relaxed);
+  }
+  stream->WritesDone();
+  v1::PublishResponse ignored;
+  while (stream->Read(&ignored)) {
+  }
+  stream->Finish().IgnoreError();
 }
 
 // The same, each call made on the callback API and waited for.
@@ -241,6 +315,9 @@ int Drive(const std::string& target, int server_pid, int clients,
     if (api == "sync") {
       threads.emplace_back(SyncClient, target, std::cref(stop),
                            std::ref(calls));
+    } else if (api == "stream") {
+      threads.emplace_back(StreamClient, target, std::cref(stop),
+                           std::ref(calls));
     } else if (api == "callback-wait") {
       threads.emplace_back(CallbackWaitClient, target, std::cref(stop),
                            std::ref(calls));
@@ -263,6 +340,10 @@ int Drive(const std::string& target, int server_pid, int clients,
   stop = true;
   for (std::thread& t : threads) t.join();
   for (auto& c : callback_clients) c->Wait();
+  if (n == 0) {
+    std::fprintf(stderr, "no call completed in %.1f s\n", elapsed);
+    return 1;
+  }
   std::printf(
       "clients %d (%s): %.0f calls/s; client %.2f cores, %.1f us/call; "
       "server %.2f cores, %.1f us/call\n",
@@ -288,8 +369,10 @@ int main(int argc, char** argv) {
   app.add_option("--target", target, "host:port of a --serve process");
   app.add_option("--server-pid", server_pid, "its pid, for its CPU time");
   app.add_option("--clients", clients)->check(CLI::Range(1, 1024));
-  app.add_option("--client-api", client_api, "sync, callback-wait or callback")
-      ->check(CLI::IsMember({"sync", "callback-wait", "callback"}));
+  app.add_option(
+         "--client-api", client_api,
+         "sync, callback-wait, callback (unary Send) or stream (Publish)")
+      ->check(CLI::IsMember({"sync", "callback-wait", "callback", "stream"}));
   app.add_option("--seconds", seconds)->check(CLI::Range(0.1, 3600.0));
   CLI11_PARSE(app, argc, argv);
   if (serve.empty() == target.empty()) {

@@ -29,7 +29,8 @@ struct NotDeduced {
 // &v1::Weir::Stub::async::Send) and blocks until it completes. `context`,
 // `request` and `response` must outlive the call, as for a blocking call;
 // they may be destroyed once this returns. Thread-safe as far as the stub is
-// (gRPC stubs are).
+// (gRPC stubs are). Do not call it from a gRPC callback reaction: it would
+// hold one of the threads that must run the call's completion.
 template <typename Async, typename Request, typename Response>
 grpc::Status CallAndWait(
     Async* async,

@@ -1,7 +1,9 @@
 // weir::Client: a typed, synchronous C++ client for the weir.v1.Weir service.
 // One method per RPC (Subscribe is used through weir::Consumer); every call
 // returns absl::Status / absl::StatusOr with the server's gRPC code and
-// message unchanged, and carries a deadline.
+// message unchanged, and carries a deadline. Calls block their caller; they
+// are made through gRPC's callback API and waited for (client/call.h), so
+// make them from threads of your own, not from a gRPC callback reaction.
 //
 //   absl::StatusOr<std::unique_ptr<weir::Client>> client =
 //       weir::Client::Connect("127.0.0.1:50051");
