@@ -58,6 +58,13 @@ extern "C" const char* __tsan_default_suppressions() {
       // call arena.
       "race:grpc::internal::CallOpSet\n"
       "race:grpc::internal::CallbackWithSuccessTag\n"
+      // The client side of the same: a unary call made on the callback API
+      // (client/call.h) builds its CallbackWithStatusTag in the caller's
+      // thread (CallbackUnaryCallImpl) and gRPC's thread runs it
+      // (CallbackWithStatusTag::Run) once the call completes, ordered by
+      // grpc_call_start_batch and the completion queue in libgrpc. Both
+      // accesses are to the tag in gRPC's call arena.
+      "race:grpc::internal::CallbackWithStatusTag\n"
       // The same for a bidi stream's Finish called from an engine thread (a
       // Publish stream whose last request was just committed): gRPC's
       // ServerCallbackReaderWriterImpl::Finish reads the call's server
