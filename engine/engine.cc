@@ -44,8 +44,9 @@ class PendingReceive : public QueueWaiter,
         clock_(clock),
         done_(std::move(done)) {}
 
-  // The first attempt runs on an engine thread too: it may write (and
-  // fsync) leases, which must not hold the caller's thread (an RPC thread).
+  // The first attempt runs on the caller's thread (an RPC thread): a pass
+  // does not wait for its write, whose completion (and `done`) comes on the
+  // storage's commit thread.
   void Start() {
     std::weak_ptr<PendingReceive> weak = shared_from_this();
     if (expire_ > clock_->Now()) {
@@ -57,7 +58,7 @@ class PendingReceive : public QueueWaiter,
       absl::MutexLock lock(&mu_);
       state_ = kScheduled;
     }
-    dispatcher_->Run([self = shared_from_this()] { self->Attempt(); });
+    Attempt();
   }
 
   bool OnPark() override {
@@ -93,40 +94,61 @@ class PendingReceive : public QueueWaiter,
  private:
   enum State { kRunning, kParked, kScheduled, kDone };
 
+  // One pass over the queue. A pass that parks returns: Wake schedules the
+  // next on an engine thread.
   void Attempt() {
+    bool cancelled;
     {
       absl::MutexLock lock(&mu_);
       if (state_ == kDone) return;
       state_ = kRunning;
+      cancelled = cancelled_;
+      rewake_ = false;
     }
-    for (;;) {
-      bool cancelled;
-      {
-        absl::MutexLock lock(&mu_);
-        cancelled = cancelled_;
-        rewake_ = false;
-      }
-      if (cancelled) {
-        Finish(absl::CancelledError("receive cancelled"));
-        return;
-      }
-      std::shared_ptr<Queue> q = queue_.lock();
-      if (q == nullptr) {
-        Finish(absl::NotFoundError("queue not found"));
-        return;
-      }
-      const bool can_wait = clock_->Now() < expire_;
-      bool parked = false;
-      absl::StatusOr<std::vector<ReceivedMessage>> r = q->Receive(
-          options_, can_wait ? shared_from_this() : nullptr, &parked);
-      if (parked) return;
-      if (!r.ok() || !r->empty() || !can_wait) {
-        ReleaseIfCancelled(*q, &r);
-        Finish(std::move(r));
-        return;
-      }
-      // Found nothing but was woken meanwhile: look again.
+    if (cancelled) {
+      Finish(absl::CancelledError("receive cancelled"));
+      return;
     }
+    std::shared_ptr<Queue> q = queue_.lock();
+    if (q == nullptr) {
+      Finish(absl::NotFoundError("queue not found"));
+      return;
+    }
+    const bool can_wait = clock_->Now() < expire_;
+    q->ReceiveOnceAsync(
+        options_, can_wait ? shared_from_this() : nullptr,
+        [self = shared_from_this(), q, can_wait](Queue::ReceivePass pass) {
+          self->AfterPass(std::move(q), can_wait, std::move(pass));
+        });
+  }
+
+  // Runs where the pass completed: on Attempt's thread, or on the storage's
+  // commit thread, which must not be held up (nor write and wait there).
+  void AfterPass(std::shared_ptr<Queue> q, bool can_wait,
+                 Queue::ReceivePass pass) {
+    if (pass.parked) return;
+    absl::StatusOr<std::vector<ReceivedMessage>>& r = pass.messages;
+    if (r.ok() && r->empty() && (pass.more || can_wait)) {
+      // More of the log to look at, or found nothing but was woken
+      // meanwhile (so not parked): look again.
+      dispatcher_->Run([self = shared_from_this()] { self->Attempt(); });
+      return;
+    }
+    bool cancelled;
+    {
+      absl::MutexLock lock(&mu_);
+      cancelled = cancelled_;
+    }
+    if (cancelled && r.ok() && !r->empty()) {
+      // Releasing the leases writes and waits: on an engine thread.
+      dispatcher_->Run([self = shared_from_this(), q = std::move(q),
+                        r = std::move(r)]() mutable {
+        self->ReleaseIfCancelled(*q, &r);
+        self->Finish(std::move(r));
+      });
+      return;
+    }
+    Finish(std::move(r));
   }
 
   // A receiver that went away while its messages were being leased gets

@@ -384,9 +384,11 @@ class Engine {
       absl::string_view queue, const ReceiveOptions& options) = 0;
 
   // Like Receive, but when no message is ready waits up to `wait` for one
-  // (at most 20 s) without holding a thread. `done` runs exactly once, on an
-  // engine thread or the calling thread. The returned waiter may be used to
-  // cancel; it may be dropped.
+  // (at most 20 s) without holding a thread, and does not wait for the
+  // leases' write either: it goes through the storage's commit thread like
+  // SendAsync's. `done` runs exactly once, on the storage's commit thread,
+  // an engine thread or the calling thread, and must not block. The
+  // returned waiter may be used to cancel; it may be dropped.
   virtual std::shared_ptr<ReceiveWaiter> ReceiveAsync(
       absl::string_view queue, const ReceiveOptions& options,
       absl::Duration wait, ReceiveCallback done) = 0;

@@ -542,6 +542,62 @@ TEST_F(EngineTest, LongPollEndsEmptyWhenTheWaitIsOver) {
   EXPECT_THAT(*got, IsEmpty());
 }
 
+// ReceiveAsync hands its leases' write to the storage's commit thread and
+// answers from there: what it handed out is still leased after a restart.
+TEST_F(EngineTest, LongPollLeasesSurviveAReopen) {
+  Create("q");
+  SendBodies("q", {"a", "b"});
+  absl::Notification done;
+  absl::StatusOr<std::vector<ReceivedMessage>> got;
+  ReceiveOptions o;
+  o.max_messages = 10;
+  engine_->ReceiveAsync("q", o, absl::ZeroDuration(), [&](auto r) {
+    got = std::move(r);
+    done.Notify();
+  });
+  ASSERT_TRUE(done.WaitForNotificationWithTimeout(absl::Seconds(60)));
+  ASSERT_TRUE(got.ok()) << got.status();
+  ASSERT_THAT(*got, SizeIs(2));
+  Reopen();
+  EXPECT_EQ(Stats("q").in_flight, 2u);
+  EXPECT_THAT(Recv("q"), IsEmpty());
+  clock_.Advance(QueueConfig().visibility_timeout);
+  auto again = Recv("q", 10);
+  ASSERT_THAT(again, SizeIs(2));
+  EXPECT_EQ(again[0].receive_count, 2u);
+}
+
+// A pass that only moves a message to the dead-letter queue finds nothing
+// to deliver, but frees the next message of its ordering key: the long poll
+// looks again and delivers it, even with no time left to wait.
+TEST_F(EngineTest, LongPollDeliversWhatADeadLetterFreed) {
+  Create("dlq");
+  QueueConfig c;
+  c.max_receives = 1;
+  c.dead_letter_queue = "dlq";
+  Create("q", c);
+  SendEntry poison{"poison", {}, {}, "k", ""};
+  SendEntry next{"next", {}, {}, "k", ""};
+  ASSERT_TRUE(engine_->Send("q", {poison, next}).ok());
+  ASSERT_THAT(Recv("q", 10, absl::Seconds(10)), SizeIs(1));
+  clock_.Advance(absl::Seconds(10));
+
+  absl::Notification done;
+  absl::StatusOr<std::vector<ReceivedMessage>> got;
+  engine_->ReceiveAsync("q", ReceiveOptions(), absl::ZeroDuration(),
+                        [&](auto r) {
+                          got = std::move(r);
+                          done.Notify();
+                        });
+  ASSERT_TRUE(done.WaitForNotificationWithTimeout(absl::Seconds(60)));
+  ASSERT_TRUE(got.ok()) << got.status();
+  ASSERT_THAT(*got, SizeIs(1));
+  EXPECT_EQ((*got)[0].body, "next");
+  auto dead = Recv("dlq", 10);
+  ASSERT_THAT(dead, SizeIs(1));
+  EXPECT_EQ(dead[0].body, "poison");
+}
+
 TEST_F(EngineTest, CancelledLongPollTakesNothing) {
   Create("q");
   absl::Notification done;

@@ -690,103 +690,154 @@ absl::StatusOr<std::vector<ReceivedMessage>> Queue::Receive(
 absl::StatusOr<std::vector<ReceivedMessage>> Queue::ReceiveOnce(
     const ReceiveOptions& options, const std::shared_ptr<QueueWaiter>& waiter,
     bool* parked, bool* more) {
-  *parked = false;
-  *more = false;
+  // Without `async` the pass (and so `done`) completes before this returns.
+  ReceivePass result;
+  ReceiveOnceImpl(options, waiter, /*async=*/false,
+                  [&result](ReceivePass pass) { result = std::move(pass); });
+  *parked = result.parked;
+  *more = result.more;
+  return std::move(result.messages);
+}
+
+void Queue::ReceiveOnceAsync(const ReceiveOptions& options,
+                             const std::shared_ptr<QueueWaiter>& waiter,
+                             ReceivePassCallback done) {
+  ReceiveOnceImpl(options, waiter, /*async=*/true, std::move(done));
+}
+
+// What a pass of Receive carries across its write.
+struct Queue::ReceivePlan {
+  std::vector<Pick> picks;
+  Group* group = nullptr;
+  std::vector<ReceivedMessage> out;
+  std::shared_ptr<Queue> dlq;
+  std::vector<MessageRecord> dead_letters;
+  uint64_t dead_first = 0;
+  bool dead_appended = false;
+  bool more = false;
+};
+
+void Queue::ReceiveOnceImpl(const ReceiveOptions& options,
+                            const std::shared_ptr<QueueWaiter>& waiter,
+                            bool async, ReceivePassCallback done) {
+  auto fail = [&done](absl::Status s) {
+    ReceivePass pass;
+    pass.messages = std::move(s);
+    done(std::move(pass));
+  };
   if (options.max_messages < 1 ||
       options.max_messages > Limits::kMaxBatchEntries) {
-    return absl::InvalidArgumentError(
+    fail(absl::InvalidArgumentError(
         absl::StrCat("max_messages must be 1-", Limits::kMaxBatchEntries,
-                     ", got ", options.max_messages));
+                     ", got ", options.max_messages)));
+    return;
   }
   const QueueConfig config = this->config();
   const absl::Duration timeout =
       options.visibility_timeout.value_or(config.visibility_timeout);
-  if (absl::Status s = ValidateVisibilityTimeout(timeout); !s.ok()) return s;
+  if (absl::Status s = ValidateVisibilityTimeout(timeout); !s.ok()) {
+    fail(std::move(s));
+    return;
+  }
+  auto plan = std::make_shared<ReceivePlan>();
   // Messages received max_receives times go to the dead-letter queue
   // instead of being delivered again.
-  std::shared_ptr<Queue> dlq;
+  std::shared_ptr<Queue>& dlq = plan->dlq;
   if (config.max_receives > 0) {
     dlq = lookup_(config.dead_letter_queue);
     if (dlq.get() == this) dlq = nullptr;
   }
 
-  std::vector<Pick> picks;
+  std::vector<Pick>& picks = plan->picks;
   const absl::Time now = clock_->Now();
   const absl::Time deadline = now + timeout;
   Group* group;
   uint32_t gid;
   uint32_t generation;
-  {
-    absl::MutexLock lock(&mu_);
-    if (absl::Status s = EnterLocked(); !s.ok()) return s;
-    absl::StatusOr<Group*> found = FindGroupLocked(options.group);
-    if (!found.ok()) return found.status();
-    group = *found;
-    GroupState& gs = group->state;
-    gid = gs.id();
-    generation = gs.generation();
-    gs.Expire(now);
-    int taken = 0;
-    // Every pick is a write; messages held back in a lane or holes cost
-    // nothing and are passed without limit.
-    const size_t max_picks =
-        static_cast<size_t>(options.max_messages) + kMaxExtraScan;
-    while (taken < options.max_messages) {
-      if (picks.size() >= max_picks) {
-        *more = true;
-        break;
-      }
-      if (std::optional<uint64_t> r = gs.FirstReady()) {
-        if (dlq != nullptr &&
-            static_cast<int32_t>(gs.FindLease(*r)->receive_count) >=
-                config.max_receives) {
-          GroupState::Lease lease = *gs.FindLease(*r);
-          gs.BeginChange(*r);
-          picks.push_back({*r, lease, {}, Pick::kDeadLetter});
-          continue;
-        }
-        auto [lease, undo] = gs.BeginLease(*r, deadline, false);
-        picks.push_back({*r, lease, undo, Pick::kDeliver});
-        ++taken;
+  bool parked = false;
+  mu_.Lock();
+  absl::Status entered = EnterLocked();
+  absl::StatusOr<Group*> found = entered.ok() ? FindGroupLocked(options.group)
+                                              : absl::StatusOr<Group*>(entered);
+  if (!found.ok()) {
+    mu_.Unlock();
+    fail(found.status());
+    return;
+  }
+  group = *found;
+  plan->group = group;
+  GroupState& gs = group->state;
+  gid = gs.id();
+  generation = gs.generation();
+  gs.Expire(now);
+  int taken = 0;
+  // Every pick is a write; messages held back in a lane or holes cost
+  // nothing and are passed without limit.
+  const size_t max_picks =
+      static_cast<size_t>(options.max_messages) + kMaxExtraScan;
+  while (taken < options.max_messages) {
+    if (picks.size() >= max_picks) {
+      plan->more = true;
+      break;
+    }
+    if (std::optional<uint64_t> r = gs.FirstReady()) {
+      if (dlq != nullptr &&
+          static_cast<int32_t>(gs.FindLease(*r)->receive_count) >=
+              config.max_receives) {
+        GroupState::Lease lease = *gs.FindLease(*r);
+        gs.BeginChange(*r);
+        picks.push_back({*r, lease, {}, Pick::kDeadLetter});
         continue;
       }
-      const uint64_t c = gs.cursor();
-      if (c >= committed_) break;
-      if (holes_.contains(c)) {
-        gs.AdvanceCursor();
-        gs.MarkGone(c);
-        continue;
-      }
-      // A keyed message waits in its key's lane behind the one delivered.
-      if (auto k = keyed_.find(c); k != keyed_.end()) {
-        std::deque<uint64_t>& lane = group->lanes[k->second];
-        lane.push_back(c);
-        if (lane.size() > 1) {
-          gs.AdvanceCursor();
-          continue;
-        }
-      }
-      if (auto d = delayed_.find(c); d != delayed_.end()) {
-        if (d->second > now) {
-          // Held back until its time in the group's deadline order: nothing
-          // to write (on open, RecoverGapsLocked finds it again).
-          gs.AdvanceCursor();
-          gs.AddReady(c, d->second);
-          continue;
-        }
-        EraseDelayedLocked(c);
-      }
-      auto [lease, undo] = gs.BeginLease(c, deadline, false);
-      picks.push_back({c, lease, undo, Pick::kDeliver});
+      auto [lease, undo] = gs.BeginLease(*r, deadline, false);
+      picks.push_back({*r, lease, undo, Pick::kDeliver});
       ++taken;
+      continue;
     }
-    if (taken == 0 && !*more && waiter != nullptr && waiter->OnPark()) {
-      group->waiters.push_back(waiter);
-      *parked = true;
-      ScheduleCheckLocked();
+    const uint64_t c = gs.cursor();
+    if (c >= committed_) break;
+    if (holes_.contains(c)) {
+      gs.AdvanceCursor();
+      gs.MarkGone(c);
+      continue;
     }
-    if (picks.empty()) return std::vector<ReceivedMessage>();
-    ++writes_in_flight_;
+    // A keyed message waits in its key's lane behind the one delivered.
+    if (auto k = keyed_.find(c); k != keyed_.end()) {
+      std::deque<uint64_t>& lane = group->lanes[k->second];
+      lane.push_back(c);
+      if (lane.size() > 1) {
+        gs.AdvanceCursor();
+        continue;
+      }
+    }
+    if (auto d = delayed_.find(c); d != delayed_.end()) {
+      if (d->second > now) {
+        // Held back until its time in the group's deadline order: nothing
+        // to write (on open, RecoverGapsLocked finds it again).
+        gs.AdvanceCursor();
+        gs.AddReady(c, d->second);
+        continue;
+      }
+      EraseDelayedLocked(c);
+    }
+    auto [lease, undo] = gs.BeginLease(c, deadline, false);
+    picks.push_back({c, lease, undo, Pick::kDeliver});
+    ++taken;
+  }
+  if (taken == 0 && !plan->more && waiter != nullptr && waiter->OnPark()) {
+    group->waiters.push_back(waiter);
+    parked = true;
+    ScheduleCheckLocked();
+  }
+  if (!picks.empty()) ++writes_in_flight_;
+  mu_.Unlock();
+  if (picks.empty()) {
+    ReceivePass pass;
+    pass.messages = std::vector<ReceivedMessage>();
+    pass.parked = parked;
+    pass.more = plan->more;
+    done(std::move(pass));
+    return;
   }
 
   // Read the bodies (immutable once written) without the lock.
@@ -804,10 +855,9 @@ absl::StatusOr<std::vector<ReceivedMessage>> Queue::ReceiveOnce(
       storage_->db()->MultiGet(rocksdb::ReadOptions(), cfs, read_keys, &values);
 
   absl::Status st;
-  std::vector<ReceivedMessage> out;
+  std::vector<ReceivedMessage>& out = plan->out;
   out.reserve(read_index.size());
-  std::vector<MessageRecord> dead_letters;
-  std::vector<uint64_t> dead_offsets;
+  std::vector<MessageRecord>& dead_letters = plan->dead_letters;
   size_t bytes = 0;
   for (size_t k = 0; k < read_index.size() && st.ok(); ++k) {
     Pick& p = picks[read_index[k]];
@@ -835,7 +885,6 @@ absl::StatusOr<std::vector<ReceivedMessage>> Queue::ReceiveOnce(
     if (p.kind == Pick::kDeadLetter) {
       dead_letters.push_back(DeadLetterOf(
           std::move(rec), p.offset, options.group, p.lease.receive_count));
-      dead_offsets.push_back(p.offset);
       continue;
     }
     bytes += values[k].size();
@@ -855,13 +904,11 @@ absl::StatusOr<std::vector<ReceivedMessage>> Queue::ReceiveOnce(
   rocksdb::WriteBatch batch;
   // Dead letters are appended to the dead-letter queue in this queue's
   // write: a message is in exactly one of the two, even across a crash.
-  uint64_t dead_first = 0;
-  bool dead_appended = false;
   if (st.ok() && !dead_letters.empty()) {
     absl::StatusOr<uint64_t> first = dlq->BeginAppend(&dead_letters, &batch);
     if (first.ok()) {
-      dead_first = *first;
-      dead_appended = true;
+      plan->dead_first = *first;
+      plan->dead_appended = true;
     }
   }
   if (st.ok()) {
@@ -869,7 +916,7 @@ absl::StatusOr<std::vector<ReceivedMessage>> Queue::ReceiveOnce(
       if (p.fate != Pick::kKeep) continue;
       const std::string key = keys::GroupOffset(id_, gid, p.offset);
       if (p.kind == Pick::kDeadLetter) {
-        if (!dead_appended) continue;
+        if (!plan->dead_appended) continue;
         batch.Delete(storage_->leases(), key);
         batch.Put(storage_->deleted(), key, "");
         continue;
@@ -883,24 +930,47 @@ absl::StatusOr<std::vector<ReceivedMessage>> Queue::ReceiveOnce(
       batch.Merge(storage_->meta(), keys::Counters(id_, gid),
                   EncodeCounters(delta));
     }
-    if (batch.Count() > 0) st = storage_->Write(&batch);
   }
-  if (dead_appended)
-    dlq->FinishAppend(dead_first, dead_letters.size(), st.ok());
+  auto finish = [self = shared_from_this(), plan,
+                 done = std::move(done)](absl::Status st) {
+    self->FinishReceive(*plan, st);
+    ReceivePass pass;
+    if (st.ok()) {
+      pass.messages = std::move(plan->out);
+    } else {
+      pass.messages = std::move(st);
+    }
+    pass.more = plan->more;
+    done(std::move(pass));
+  };
+  if (!st.ok() || batch.Count() == 0) {
+    finish(st);
+  } else if (async) {
+    storage_->WriteAsync(std::move(batch), std::move(finish));
+  } else {
+    finish(storage_->Write(&batch));
+  }
+}
 
+void Queue::FinishReceive(ReceivePlan& plan, const absl::Status& st) {
+  if (plan.dead_appended) {
+    plan.dlq->FinishAppend(plan.dead_first, plan.dead_letters.size(), st.ok());
+  }
+  std::vector<ReceivedMessage>& out = plan.out;
+  Group* const group = plan.group;
   std::vector<std::shared_ptr<QueueWaiter>> wake;
   {
     absl::MutexLock lock(&mu_);
     GroupState& gs = group->state;
     size_t returned = 0;
-    for (const Pick& p : picks) {
+    for (const Pick& p : plan.picks) {
       if (p.fate == Pick::kGone) {
         OnGoneLocked(*group, p.offset, /*deleted=*/false, &wake);
       } else if (p.kind == Pick::kDeadLetter) {
-        if (st.ok() && dead_appended && p.fate == Pick::kKeep) {
+        if (st.ok() && plan.dead_appended && p.fate == Pick::kKeep) {
           OnGoneLocked(*group, p.offset, /*deleted=*/true, &wake);
           // The next message of its key may be ready now.
-          *more = true;
+          plan.more = true;
         } else {
           gs.AbortChange(p.offset);
         }
@@ -918,8 +988,6 @@ absl::StatusOr<std::vector<ReceivedMessage>> Queue::ReceiveOnce(
     changed_.SignalAll();
   }
   WakeAll(wake);
-  if (!st.ok()) return st;
-  return out;
 }
 
 namespace {

@@ -96,6 +96,25 @@ class Queue : public std::enable_shared_from_this<Queue> {
       const ReceiveOptions& options, std::shared_ptr<QueueWaiter> waiter,
       bool* parked);
 
+  // What one pass of Receive found: the messages leased (or an error),
+  // whether it found none and parked the waiter, and whether it stopped at
+  // its scan limit (or moved dead letters aside) with more of the log to
+  // look at, in which case it never parks and the caller looks again.
+  struct ReceivePass {
+    absl::StatusOr<std::vector<ReceivedMessage>> messages;
+    bool parked = false;
+    bool more = false;
+  };
+  using ReceivePassCallback = std::function<void(ReceivePass)>;
+  // One pass of Receive without blocking: the leases are written through
+  // Storage::WriteAsync and `done` runs on the storage's commit thread, or
+  // at once on this thread when there is nothing to write (bad input,
+  // nothing ready). `done` must be quick and must not write and wait, as
+  // for WriteAsync. The bodies are read on this thread.
+  void ReceiveOnceAsync(const ReceiveOptions& options,
+                        const std::shared_ptr<QueueWaiter>& waiter,
+                        ReceivePassCallback done);
+
   // OK if the queue has a group `name` (empty: the default group);
   // NOT_FOUND if not, UNAVAILABLE once closed.
   absl::Status CheckGroup(absl::string_view name);
@@ -212,11 +231,21 @@ class Queue : public std::enable_shared_from_this<Queue> {
     enum Fate { kKeep, kGone, kAbort } fate = kKeep;
   };
 
-  // One pass of Receive. Sets *more when it stopped at its scan limit with
-  // more of the log to look at (it then never parks `waiter`).
+  // One pass of Receive, blocking (see ReceivePass for *parked and *more).
   absl::StatusOr<std::vector<ReceivedMessage>> ReceiveOnce(
       const ReceiveOptions& options, const std::shared_ptr<QueueWaiter>& waiter,
       bool* parked, bool* more);
+  // What a pass carries across its write (queue.cc).
+  struct ReceivePlan;
+  // The pass: with `async` its write goes through Storage::WriteAsync,
+  // without it through Storage::Write before this returns. `done` always
+  // runs once.
+  void ReceiveOnceImpl(const ReceiveOptions& options,
+                       const std::shared_ptr<QueueWaiter>& waiter, bool async,
+                       ReceivePassCallback done);
+  // After the pass's write (`st` its outcome): commits or undoes its leases
+  // and dead letters, and wakes whom it released messages for.
+  void FinishReceive(ReceivePlan& plan, const absl::Status& st);
 
   // Delete, with `hook` (may be null; sync only) joining the write; `done`
   // gets the outcome.

@@ -39,9 +39,9 @@ class PublishStreams {
 };
 
 // Send, Publish, Delete, Receive and Subscribe are served with the callback
-// API: a Send, Publish request or Delete holds no thread while its write is
-// committed (together with every other one queued meanwhile), long-polling
-// receivers and idle streams none while they wait. The other methods are
+// API: a Send, Publish request, Delete or Receive holds no thread while its
+// write is committed (together with every other one queued meanwhile),
+// long-polling receivers and idle streams none while they wait. The other methods are
 // synchronous. Thread-safe.
 class WeirService final
     : public weir::v1::Weir::WithCallbackMethod_Delete<
