@@ -29,6 +29,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
+#include "client/call.h"
 #include "client/channel.h"
 #include "grpcpp/grpcpp.h"
 #include "weir/v1/weir.grpc.pb.h"
@@ -205,16 +206,26 @@ v1::SendRequest OneMessage() {
   return request;
 }
 
-// One client: calls Send until `stop`, one call at a time, counting them.
-void SyncClient(const std::string& target, const std::atomic<bool>& stop,
-                std::atomic<uint64_t>& calls) {
-  auto stub = v1::Weir::NewStub(
+std::unique_ptr<v1::Weir::Stub> NewStub(const std::string& target) {
+  return v1::Weir::NewStub(
       CreateChannel(target, ChannelOptions{.dedicated_connection = true}));
+}
+
+// One client: calls Send until `stop`, one call at a time, counting them,
+// on a blocking stub or, with `callback`, through the callback API waited
+// for (CallAndWait, as weir::Client calls).
+void UnaryClient(const std::string& target, bool callback,
+                 const std::atomic<bool>& stop, std::atomic<uint64_t>& calls) {
+  auto stub = NewStub(target);
   const v1::SendRequest request = OneMessage();
   while (!stop.load(std::memory_order_relaxed)) {
     grpc::ClientContext context;
     v1::SendResponse response;
-    if (!stub->Send(&context, request, &response).ok()) return;
+    const grpc::Status status =
+        callback ? CallAndWait(stub->async(), &v1::Weir::Stub::async::Send,
+                               &context, request, &response)
+                 : stub->Send(&context, request, &response);
+    if (!status.ok()) return;
     calls.fetch_add(1, std::memory_order_relaxed);
   }
 }
@@ -223,8 +234,7 @@ void SyncClient(const std::string& target, const std::atomic<bool>& stop,
 // before the next is written (as the load generator's weir-stream does).
 void StreamClient(const std::string& target, const std::atomic<bool>& stop,
                   std::atomic<uint64_t>& calls) {
-  auto stub = v1::Weir::NewStub(
-      CreateChannel(target, ChannelOptions{.dedicated_connection = true}));
+  auto stub = NewStub(target);
   grpc::ClientContext context;
   auto stream = stub->Publish(&context);
   v1::PublishRequest request;
@@ -244,36 +254,13 @@ void StreamClient(const std::string& target, const std::atomic<bool>& stop,
   stream->Finish().IgnoreError();
 }
 
-// The same, each call made on the callback API and waited for.
-void CallbackWaitClient(const std::string& target,
-                        const std::atomic<bool>& stop,
-                        std::atomic<uint64_t>& calls) {
-  auto stub = v1::Weir::NewStub(
-      CreateChannel(target, ChannelOptions{.dedicated_connection = true}));
-  const v1::SendRequest request = OneMessage();
-  while (!stop.load(std::memory_order_relaxed)) {
-    grpc::ClientContext context;
-    v1::SendResponse response;
-    absl::Notification done;
-    grpc::Status status;
-    stub->async()->Send(&context, &request, &response, [&](grpc::Status s) {
-      status = std::move(s);
-      done.Notify();
-    });
-    done.WaitForNotification();
-    if (!status.ok()) return;
-    calls.fetch_add(1, std::memory_order_relaxed);
-  }
-}
-
 // The same on the callback API: each call's completion starts the next, and
 // no thread of ours waits.
 class CallbackClient {
  public:
   CallbackClient(const std::string& target, const std::atomic<bool>& stop,
                  std::atomic<uint64_t>& calls)
-      : stub_(v1::Weir::NewStub(CreateChannel(
-            target, ChannelOptions{.dedicated_connection = true}))),
+      : stub_(NewStub(target)),
         request_(OneMessage()),
         stop_(stop),
         calls_(calls) {}
@@ -312,14 +299,11 @@ int Drive(const std::string& target, int server_pid, int clients,
   std::vector<std::thread> threads;
   std::vector<std::unique_ptr<CallbackClient>> callback_clients;
   for (int i = 0; i < clients; ++i) {
-    if (api == "sync") {
-      threads.emplace_back(SyncClient, target, std::cref(stop),
-                           std::ref(calls));
+    if (api == "sync" || api == "callback-wait") {
+      threads.emplace_back(UnaryClient, target, api == "callback-wait",
+                           std::cref(stop), std::ref(calls));
     } else if (api == "stream") {
       threads.emplace_back(StreamClient, target, std::cref(stop),
-                           std::ref(calls));
-    } else if (api == "callback-wait") {
-      threads.emplace_back(CallbackWaitClient, target, std::cref(stop),
                            std::ref(calls));
     } else {
       callback_clients.push_back(
