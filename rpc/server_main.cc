@@ -20,6 +20,8 @@
 #include <thread>
 
 #include "CLI/CLI.hpp"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
@@ -57,6 +59,21 @@ std::string BoundAddress(const std::string& listen, int port) {
   return absl::StrCat(host, ":", port);
 }
 
+// The async write-ahead log fsync interval, from its flag or environment
+// variable: a duration in [0, 10s].
+absl::StatusOr<absl::Duration> ParseSyncInterval(const std::string& text) {
+  absl::Duration d;
+  if (!absl::ParseDuration(text, &d)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("\"", text, "\" is not a duration (e.g. 100ms, 1s, 0)"));
+  }
+  if (d < absl::ZeroDuration() || d > absl::Seconds(10)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(text, " is out of range [0, 10s]"));
+  }
+  return d;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -84,20 +101,27 @@ int main(int argc, char** argv) {
                  "background (0 to 10s, e.g. 100ms; 0: never, RocksDB syncs "
                  "it only when it starts a new log)")
       ->check([](const std::string& text) -> std::string {
-        absl::Duration d;
-        if (!absl::ParseDuration(text, &d)) {
-          return absl::StrCat("\"", text,
-                              "\" is not a duration (e.g. 100ms, 1s, 0)");
-        }
-        if (d < absl::ZeroDuration() || d > absl::Seconds(10)) {
-          return absl::StrCat(text, " is out of range [0, 10s]");
-        }
-        return "";
+        absl::StatusOr<absl::Duration> d = ParseSyncInterval(text);
+        return d.ok() ? "" : std::string(d.status().message());
       })
       ->capture_default_str();
   app.add_option("--ready-file", ready_file,
                  "once serving, write the bound address to this file");
   CLI11_PARSE(app, argc, argv);
+  // CLI11 checks flag values only; values taken from the environment are
+  // checked here, before anything is opened.
+  if (durability != "sync" && durability != "async") {
+    std::cerr << "weir: WEIR_DURABILITY: \"" << durability
+              << "\" is not sync or async" << std::endl;
+    return 2;
+  }
+  absl::StatusOr<absl::Duration> sync_interval =
+      ParseSyncInterval(async_sync_interval);
+  if (!sync_interval.ok()) {
+    std::cerr << "weir: WEIR_ASYNC_SYNC_INTERVAL: "
+              << sync_interval.status().message() << std::endl;
+    return 2;
+  }
 
   // Signals are taken by one thread with sigwait; every other thread,
   // including those RocksDB and gRPC start, inherits the blocked mask.
@@ -113,8 +137,7 @@ int main(int argc, char** argv) {
   options.delivery_threads = 16;
   options.durability = durability == "async" ? weir::Durability::kAsync
                                              : weir::Durability::kSync;
-  // Checked by the flag's validator above.
-  absl::ParseDuration(async_sync_interval, &options.async_wal_sync_interval);
+  options.async_wal_sync_interval = *sync_interval;
   absl::StatusOr<std::unique_ptr<weir::Engine>> engine =
       weir::Engine::Open(options, data_dir);
   if (!engine.ok()) {

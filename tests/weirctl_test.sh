@@ -50,6 +50,19 @@ for bad in soon -1s 11s; do
     echo "ok: --async-sync-interval $bad refused"
   fi
 done
+# The same values from the environment, which CLI11 does not check itself.
+for env in WEIR_ASYNC_SYNC_INTERVAL=soon WEIR_ASYNC_SYNC_INTERVAL=11s \
+  WEIR_DURABILITY=sometimes; do
+  # A server that took the value would serve: the timeout ends it.
+  if env "$env" timeout 60 "$server_bin" --listen 127.0.0.1:0 \
+    --data-dir "$work/refused" >"$work/env.out" 2>&1; then
+    fail "weir_server accepted $env"
+  elif ! grep -q -- "${env%%=*}" "$work/env.out"; then
+    fail "$env: no clear error: $(cat "$work/env.out")"
+  else
+    echo "ok: $env refused"
+  fi
+done
 [[ ! -e "$work/refused" ]] || fail "a refused start created its data directory"
 
 "$server_bin" --listen 127.0.0.1:0 --data-dir "$work/data" \
