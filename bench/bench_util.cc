@@ -11,7 +11,6 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
-#include <random>
 #include <system_error>
 
 #include "absl/strings/numbers.h"
@@ -80,16 +79,6 @@ std::string Body(size_t size) {
   std::string body(size, 'x');
   for (size_t i = 0; i < size; ++i) body[i] = 'a' + static_cast<char>(i % 26);
   return body;
-}
-
-std::string RandomText(size_t size, uint64_t seed) {
-  static constexpr char kAlphabet[] =
-      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
-  std::mt19937_64 rng(seed);
-  std::uniform_int_distribution<size_t> pick(0, sizeof(kAlphabet) - 2);
-  std::string text(size, ' ');
-  for (char& c : text) c = kAlphabet[pick(rng)];
-  return text;
 }
 
 std::vector<SendEntry> Entries(int count, size_t size) {

@@ -60,10 +60,6 @@ bool TakeSmokeFlag(int* argc, char** argv);
 // A body of `size` bytes of printable filler.
 std::string Body(size_t size);
 
-// `size` bytes of random printable text from `seed`, so that bodies differ
-// and compression in a system under test does not flatter it.
-std::string RandomText(size_t size, uint64_t seed);
-
 // `entries` copies of one message of `size` bytes, ready for Send.
 std::vector<SendEntry> Entries(int count, size_t size);
 

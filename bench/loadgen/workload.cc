@@ -15,7 +15,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
-#include "bench/bench_util.h"
+#include "bench/random_text.h"
 #include "bench/loadgen/proc_stats.h"
 
 namespace weir {
