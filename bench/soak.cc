@@ -22,7 +22,6 @@
 // a measurement, not a test).
 
 #include <sys/types.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -425,20 +424,6 @@ std::string FromCaller(const std::string& path) {
   return absl::StrCat(dir, "/", path);
 }
 
-// ServerProcess finds weir_server in the runfiles through RUNFILES_DIR or
-// TEST_SRCDIR; a binary started by hand or by `bazel run` may have neither.
-void FindRunfiles(const char* argv0) {
-  if (std::getenv("WEIR_SERVER_BINARY") != nullptr ||
-      std::getenv("TEST_SRCDIR") != nullptr ||
-      std::getenv("RUNFILES_DIR") != nullptr) {
-    return;
-  }
-  const std::string runfiles = absl::StrCat(argv0, ".runfiles");
-  if (access((runfiles + "/weir/rpc/weir_server").c_str(), X_OK) == 0) {
-    setenv("RUNFILES_DIR", runfiles.c_str(), 1);
-  }
-}
-
 absl::Duration ParseDurationOrDie(const std::string& text, const char* flag) {
   absl::Duration d;
   // A bare number is seconds.
@@ -527,7 +512,6 @@ int Main(int argc, char** argv) {
   if (!server_binary.empty()) {
     setenv("WEIR_SERVER_BINARY", FromCaller(server_binary).c_str(), 1);
   }
-  FindRunfiles(argv[0]);
 
   test::ServerOptions server_options;
   server_options.durability = c.durability;
@@ -639,11 +623,7 @@ int Main(int argc, char** argv) {
                      s.elapsed_s, s.rss_bytes / kMiB, s.disk_bytes / kMiB,
                      s.sent, s.deleted, s.redelivered, s.backlog)
               << std::endl;
-    // kill(pid, 0) would still succeed on the unreaped child of a crashed
-    // server; WNOWAIT looks without reaping (ServerProcess reaps it).
-    siginfo_t exited{};
-    if (waitid(P_PID, pid, &exited, WEXITED | WNOHANG | WNOWAIT) != 0 ||
-        exited.si_pid == pid) {
+    if (server.Exited()) {
       std::cerr << "soak: weir_server is gone" << std::endl;
       return 1;
     }

@@ -82,21 +82,38 @@ absl::StatusOr<std::string> ServerBinaryPath() {
   if (const char* explicit_path = EnvOrNull("WEIR_SERVER_BINARY")) {
     return std::string(explicit_path);
   }
-  std::vector<std::string> tried;
+  std::vector<std::string> roots;
   for (const char* var : {"TEST_SRCDIR", "RUNFILES_DIR"}) {
-    const char* root = EnvOrNull(var);
-    if (root == nullptr) continue;
+    if (const char* root = EnvOrNull(var)) roots.push_back(root);
+  }
+  // A binary started by hand or by `bazel run` (the soak benchmark) may have
+  // neither variable: its runfiles lie beside it.
+  char self[4096];
+  const ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+  if (n > 0)
+    roots.push_back(absl::StrCat(absl::string_view(self, n), ".runfiles"));
+  std::vector<std::string> tried;
+  for (const std::string& root : roots) {
     std::string path = absl::StrCat(root, "/weir/rpc/weir_server");
     if (IsExecutable(path)) return path;
     tried.push_back(path);
   }
   return absl::NotFoundError(
       absl::StrCat("weir_server not found in the runfiles (tried: ",
-                   tried.empty() ? "nothing, neither TEST_SRCDIR nor "
-                                   "RUNFILES_DIR is set"
-                                 : absl::StrJoin(tried, ", "),
+                   absl::StrJoin(tried, ", "),
                    "); declare data = [\"//rpc:weir_server\"] or set "
                    "WEIR_SERVER_BINARY"));
+}
+
+bool ServerProcess::Exited() const {
+  if (pid_ <= 0) return false;
+  siginfo_t info{};
+  // WNOWAIT: looks without reaping; kill(pid, 0) would still succeed on an
+  // exited, unreaped child.
+  if (waitid(P_PID, pid_, &info, WEXITED | WNOHANG | WNOWAIT) != 0) {
+    return true;
+  }
+  return info.si_pid == pid_;
 }
 
 absl::StatusOr<std::unique_ptr<ServerProcess>> ServerProcess::Start(

@@ -26,8 +26,8 @@ absl::StatusOr<std::string> MakeTempDir(absl::string_view prefix);
 
 // Returns the path of the weir_server binary: $WEIR_SERVER_BINARY when set,
 // else the test's runfiles ($TEST_SRCDIR/weir/rpc/weir_server, falling back
-// to $RUNFILES_DIR). A test that uses it declares
-// `data = ["//rpc:weir_server"]`.
+// to $RUNFILES_DIR, then to the runfiles beside the running binary). A test
+// that uses it declares `data = ["//rpc:weir_server"]`.
 absl::StatusOr<std::string> ServerBinaryPath();
 
 struct ServerOptions {
@@ -71,6 +71,10 @@ class ServerProcess {
   // The child's process id, or -1 when none is running.
   pid_t pid() const { return pid_; }
   bool running() const { return pid_ > 0; }
+  // True when a child was started and has exited since (crashed, or was
+  // killed from outside), without reaping it: running() stays true until
+  // Kill, Stop or Restart reaps it.
+  bool Exited() const;
 
   // A plaintext channel to the current address, shared by every caller until
   // the next Restart. It accepts responses of any size.
