@@ -17,6 +17,7 @@
 #include "client/client.h"
 #include "client/producer.h"
 #include "gtest/gtest.h"
+#include "tests/client_fixture.h"
 #include "tests/e2e_fixture.h"
 #include "weir/v1/weir.pb.h"
 
@@ -31,17 +32,7 @@ SendEntry Entry(const std::string& body) {
   return entry;
 }
 
-class ClientE2ETest : public E2ETest {
- protected:
-  void SetUp() override {
-    E2ETest::SetUp();
-    weir_ = std::make_unique<Client>(server().Channel());
-  }
-
-  Client& weir() { return *weir_; }
-
-  std::unique_ptr<Client> weir_;
-};
+using ClientE2ETest = ClientLibraryTest;
 
 TEST_F(ClientE2ETest, QueueCallsRoundTrip) {
   const std::string name = UniqueName("client-queue");

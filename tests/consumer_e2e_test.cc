@@ -18,6 +18,7 @@
 #include "client/client.h"
 #include "client/consumer.h"
 #include "gtest/gtest.h"
+#include "tests/client_fixture.h"
 #include "tests/e2e_fixture.h"
 #include "tests/server_process.h"
 #include "weir/v1/weir.pb.h"
@@ -109,22 +110,13 @@ v1::QueueStats WaitForStats(Client& client, const std::string& queue,
   return stats.ok() ? *stats : v1::QueueStats();
 }
 
-class ConsumerE2ETest : public E2ETest {
+class ConsumerE2ETest : public ClientLibraryTest {
  protected:
-  void SetUp() override {
-    E2ETest::SetUp();
-    weir_ = std::make_unique<Client>(server().Channel());
-  }
-
-  Client& weir() { return *weir_; }
-
   void SendN(const std::string& queue, int n) {
     std::vector<std::string> bodies;
     for (int i = 0; i < n; ++i) bodies.push_back(absl::StrCat("m", i));
     SendOk(queue, bodies);
   }
-
-  std::unique_ptr<Client> weir_;
 };
 
 TEST_F(ConsumerE2ETest, FailingEverySecondCallStillHandlesEachMessageOnce) {

@@ -21,6 +21,7 @@
 #include "client/publisher.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
+#include "tests/client_fixture.h"
 #include "tests/e2e_fixture.h"
 #include "tests/server_process.h"
 #include "weir/v1/weir.grpc.pb.h"
@@ -54,17 +55,7 @@ std::map<uint64_t, std::string> ReadAll(Client& client,
   return out;
 }
 
-class PublishE2ETest : public E2ETest {
- protected:
-  void SetUp() override {
-    E2ETest::SetUp();
-    weir_ = std::make_unique<Client>(server().Channel());
-  }
-
-  Client& weir() { return *weir_; }
-
-  std::unique_ptr<Client> weir_;
-};
+using PublishE2ETest = ClientLibraryTest;
 
 TEST_F(PublishE2ETest, SendAnswersWithOffsetsInOrder) {
   const std::string queue = NewQueue("publish");
