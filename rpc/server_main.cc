@@ -132,8 +132,8 @@ int main(int argc, char** argv) {
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
   weir::EngineOptions options;
-  // Engine threads lease messages for Receive and Subscribe, and may wait
-  // for an fsync each; concurrent ones share it (group commit).
+  // Engine threads run Subscribe deliveries (each may wait for an fsync;
+  // concurrent ones share it) and the passes of woken long polls.
   options.delivery_threads = 16;
   options.durability = durability == "async" ? weir::Durability::kAsync
                                              : weir::Durability::kSync;
