@@ -12,7 +12,6 @@
 #include <signal.h>
 
 #include <cstdio>
-#include <cstdlib>
 #include <fstream>
 #include <iostream>
 #include <memory>
@@ -33,11 +32,6 @@
 #include "rpc/service.h"
 
 namespace {
-
-std::string EnvOr(const char* name, const char* fallback) {
-  const char* v = std::getenv(name);
-  return v != nullptr && *v != '\0' ? v : fallback;
-}
 
 // Writes `content` to `path` atomically (temp file + rename), so a reader
 // never sees a partial file.
@@ -82,24 +76,30 @@ int main(int argc, char** argv) {
   // keep it; the server does not pay for it.
   absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
   CLI::App app{"Weir: a persistent, log-structured message queue server"};
-  std::string listen = EnvOr("WEIR_LISTEN", "127.0.0.1:50051");
-  std::string data_dir = EnvOr("WEIR_DATA_DIR", "./weir-data");
-  std::string durability = EnvOr("WEIR_DURABILITY", "sync");
-  std::string async_sync_interval = EnvOr("WEIR_ASYNC_SYNC_INTERVAL", "100ms");
+  // A flag not given is taken from its environment variable (envname), and
+  // checked the same way.
+  std::string listen = "127.0.0.1:50051";
+  std::string data_dir = "./weir-data";
+  std::string durability = "sync";
+  std::string async_sync_interval = "100ms";
   std::string ready_file;
   app.add_option("--listen", listen,
                  "address to serve on, host:port (port 0 picks a free one)")
+      ->envname("WEIR_LISTEN")
       ->capture_default_str();
   app.add_option("--data-dir", data_dir, "directory holding the data")
+      ->envname("WEIR_DATA_DIR")
       ->capture_default_str();
   app.add_option("--durability", durability,
                  "sync: fsync before acknowledging; async: write only")
+      ->envname("WEIR_DURABILITY")
       ->check(CLI::IsMember({"sync", "async"}))
       ->capture_default_str();
   app.add_option("--async-sync-interval", async_sync_interval,
                  "async: how often the write-ahead log is fsynced in the "
                  "background (0 to 10s, e.g. 100ms; 0: never, RocksDB syncs "
                  "it only when it starts a new log)")
+      ->envname("WEIR_ASYNC_SYNC_INTERVAL")
       ->check([](const std::string& text) -> std::string {
         absl::StatusOr<absl::Duration> d = ParseSyncInterval(text);
         return d.ok() ? "" : std::string(d.status().message());
@@ -108,20 +108,6 @@ int main(int argc, char** argv) {
   app.add_option("--ready-file", ready_file,
                  "once serving, write the bound address to this file");
   CLI11_PARSE(app, argc, argv);
-  // CLI11 checks flag values only; values taken from the environment are
-  // checked here, before anything is opened.
-  if (durability != "sync" && durability != "async") {
-    std::cerr << "weir: WEIR_DURABILITY: \"" << durability
-              << "\" is not sync or async" << std::endl;
-    return 2;
-  }
-  absl::StatusOr<absl::Duration> sync_interval =
-      ParseSyncInterval(async_sync_interval);
-  if (!sync_interval.ok()) {
-    std::cerr << "weir: WEIR_ASYNC_SYNC_INTERVAL: "
-              << sync_interval.status().message() << std::endl;
-    return 2;
-  }
 
   // Signals are taken by one thread with sigwait; every other thread,
   // including those RocksDB and gRPC start, inherits the blocked mask.
@@ -137,7 +123,8 @@ int main(int argc, char** argv) {
   options.delivery_threads = 16;
   options.durability = durability == "async" ? weir::Durability::kAsync
                                              : weir::Durability::kSync;
-  options.async_wal_sync_interval = *sync_interval;
+  // Checked by the option's validator, from the flag or the environment.
+  options.async_wal_sync_interval = *ParseSyncInterval(async_sync_interval);
   absl::StatusOr<std::unique_ptr<weir::Engine>> engine =
       weir::Engine::Open(options, data_dir);
   if (!engine.ok()) {

@@ -39,8 +39,8 @@ expect_eq() {
   fi
 }
 
-# A bad value, from a flag or from the environment (which CLI11 does not
-# check itself), is refused with a message naming it, and starts nothing.
+# A bad value, from a flag or from its environment variable, is refused
+# with a message naming the flag, and starts nothing.
 # refused NAME ENV FLAG...: runs the server with the environment assignment
 # ENV (none when empty) and FLAGs, and expects a refusal that names NAME. A
 # server that took the value would serve: the timeout ends it.
@@ -60,9 +60,9 @@ refused() {
 for bad in soon -1s 11s; do
   refused --async-sync-interval "" --async-sync-interval "$bad"
 done
-refused WEIR_ASYNC_SYNC_INTERVAL WEIR_ASYNC_SYNC_INTERVAL=soon
-refused WEIR_ASYNC_SYNC_INTERVAL WEIR_ASYNC_SYNC_INTERVAL=11s
-refused WEIR_DURABILITY WEIR_DURABILITY=sometimes
+refused --async-sync-interval WEIR_ASYNC_SYNC_INTERVAL=soon
+refused --async-sync-interval WEIR_ASYNC_SYNC_INTERVAL=11s
+refused --durability WEIR_DURABILITY=sometimes
 [[ ! -e "$work/refused" ]] || fail "a refused start created its data directory"
 
 "$server_bin" --listen 127.0.0.1:0 --data-dir "$work/data" \
