@@ -739,22 +739,22 @@ void Queue::ReceiveOnceImpl(const ReceiveOptions& options,
     fail(std::move(s));
     return;
   }
-  auto plan = std::make_shared<ReceivePlan>();
   // Messages received max_receives times go to the dead-letter queue
   // instead of being delivered again.
-  std::shared_ptr<Queue>& dlq = plan->dlq;
+  std::shared_ptr<Queue> dlq;
   if (config.max_receives > 0) {
     dlq = lookup_(config.dead_letter_queue);
     if (dlq.get() == this) dlq = nullptr;
   }
 
-  std::vector<Pick>& picks = plan->picks;
+  std::vector<Pick> picks;
   const absl::Time now = clock_->Now();
   const absl::Time deadline = now + timeout;
   Group* group;
   uint32_t gid;
   uint32_t generation;
   bool parked = false;
+  bool more = false;
   mu_.Lock();
   absl::Status entered = EnterLocked();
   absl::StatusOr<Group*> found = entered.ok() ? FindGroupLocked(options.group)
@@ -765,7 +765,6 @@ void Queue::ReceiveOnceImpl(const ReceiveOptions& options,
     return;
   }
   group = *found;
-  plan->group = group;
   GroupState& gs = group->state;
   gid = gs.id();
   generation = gs.generation();
@@ -777,7 +776,7 @@ void Queue::ReceiveOnceImpl(const ReceiveOptions& options,
       static_cast<size_t>(options.max_messages) + kMaxExtraScan;
   while (taken < options.max_messages) {
     if (picks.size() >= max_picks) {
-      plan->more = true;
+      more = true;
       break;
     }
     if (std::optional<uint64_t> r = gs.FirstReady()) {
@@ -824,7 +823,7 @@ void Queue::ReceiveOnceImpl(const ReceiveOptions& options,
     picks.push_back({c, lease, undo, Pick::kDeliver});
     ++taken;
   }
-  if (taken == 0 && !plan->more && waiter != nullptr && waiter->OnPark()) {
+  if (taken == 0 && !more && waiter != nullptr && waiter->OnPark()) {
     group->waiters.push_back(waiter);
     parked = true;
     ScheduleCheckLocked();
@@ -835,16 +834,22 @@ void Queue::ReceiveOnceImpl(const ReceiveOptions& options,
     ReceivePass pass;
     pass.messages = std::vector<ReceivedMessage>();
     pass.parked = parked;
-    pass.more = plan->more;
+    pass.more = more;
     done(std::move(pass));
     return;
   }
+  // Something to write: what finishing the pass needs moves into its plan.
+  auto plan = std::make_shared<ReceivePlan>();
+  plan->picks = std::move(picks);
+  plan->group = group;
+  plan->dlq = std::move(dlq);
+  plan->more = more;
 
   // Read the bodies (immutable once written) without the lock.
   std::vector<std::string> key_bufs;
   std::vector<size_t> read_index;
-  for (size_t i = 0; i < picks.size(); ++i) {
-    key_bufs.push_back(keys::Message(id_, picks[i].offset));
+  for (size_t i = 0; i < plan->picks.size(); ++i) {
+    key_bufs.push_back(keys::Message(id_, plan->picks[i].offset));
     read_index.push_back(i);
   }
   std::vector<rocksdb::Slice> read_keys(key_bufs.begin(), key_bufs.end());
@@ -860,7 +865,7 @@ void Queue::ReceiveOnceImpl(const ReceiveOptions& options,
   std::vector<MessageRecord>& dead_letters = plan->dead_letters;
   size_t bytes = 0;
   for (size_t k = 0; k < read_index.size() && st.ok(); ++k) {
-    Pick& p = picks[read_index[k]];
+    Pick& p = plan->picks[read_index[k]];
     if (read_status[k].IsNotFound()) {
       p.fate = Pick::kGone;
       continue;
@@ -905,14 +910,15 @@ void Queue::ReceiveOnceImpl(const ReceiveOptions& options,
   // Dead letters are appended to the dead-letter queue in this queue's
   // write: a message is in exactly one of the two, even across a crash.
   if (st.ok() && !dead_letters.empty()) {
-    absl::StatusOr<uint64_t> first = dlq->BeginAppend(&dead_letters, &batch);
+    absl::StatusOr<uint64_t> first =
+        plan->dlq->BeginAppend(&dead_letters, &batch);
     if (first.ok()) {
       plan->dead_first = *first;
       plan->dead_appended = true;
     }
   }
   if (st.ok()) {
-    for (const Pick& p : picks) {
+    for (const Pick& p : plan->picks) {
       if (p.fate != Pick::kKeep) continue;
       const std::string key = keys::GroupOffset(id_, gid, p.offset);
       if (p.kind == Pick::kDeadLetter) {
