@@ -14,21 +14,20 @@
 // call; no thread waits) or stream (one Publish stream per client, each
 // request answered before the next; needs --server-api callback).
 
-#include <sys/resource.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <cstdio>
-#include <fstream>
 #include <memory>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "CLI/CLI.hpp"
-#include "absl/synchronization/mutex.h"
+#include "absl/status/statusor.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
+#include "bench/loadgen/proc_stats.h"
 #include "client/call.h"
 #include "client/channel.h"
 #include "grpcpp/grpcpp.h"
@@ -93,7 +92,6 @@ class CallbackFloor final : public v1::Weir::CallbackService {
     v1::PublishResponse response_;
   };
 
- private:
   std::atomic<uint64_t> next_{0};
 };
 
@@ -182,21 +180,12 @@ int Serve(const std::string& address, const std::string& api, int threads) {
   return 0;
 }
 
-double CpuSecondsOf(int pid) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
-  std::string field;
-  long ticks = 0;
-  for (int i = 1; i <= 15 && in >> field; ++i) {
-    if (i == 14 || i == 15) ticks += std::stol(field);
-  }
-  return static_cast<double>(ticks) / sysconf(_SC_CLK_TCK);
-}
-
-double OwnCpuSeconds() {
-  rusage usage;
-  getrusage(RUSAGE_SELF, &usage);
-  return usage.ru_utime.tv_sec + usage.ru_stime.tv_sec +
-         (usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e6;
+// CPU seconds of process `pid` so far; 0 for none (pid 0) or when it cannot
+// be read.
+double CpuSecondsOf(pid_t pid) {
+  if (pid <= 0) return 0;
+  absl::StatusOr<loadgen::ProcSample> sample = loadgen::SampleProcess(pid);
+  return sample.ok() ? sample->cpu_seconds : 0;
 }
 
 v1::SendRequest OneMessage() {
@@ -237,9 +226,10 @@ void StreamClient(const std::string& target, const std::atomic<bool>& stop,
   auto stub = NewStub(target);
   grpc::ClientContext context;
   auto stream = stub->Publish(&context);
+  const v1::SendRequest one = OneMessage();
   v1::PublishRequest request;
-  request.set_queue("q");
-  request.add_entries()->set_body(std::string(256, 'x'));
+  request.set_queue(one.queue());
+  *request.mutable_entries() = one.entries();
   uint64_t id = 0;
   while (!stop.load(std::memory_order_relaxed)) {
     request.set_request_id(++id);
@@ -313,14 +303,14 @@ int Drive(const std::string& target, int server_pid, int clients,
   }
   absl::SleepFor(absl::Seconds(1));  // connect and warm up
   const uint64_t calls0 = calls.load();
-  const double own0 = OwnCpuSeconds();
-  const double server0 = server_pid > 0 ? CpuSecondsOf(server_pid) : 0;
+  const double own0 = CpuSecondsOf(getpid());
+  const double server0 = CpuSecondsOf(server_pid);
   const absl::Time t0 = absl::Now();
   absl::SleepFor(absl::Seconds(seconds));
   const double elapsed = absl::ToDoubleSeconds(absl::Now() - t0);
   const uint64_t n = calls.load() - calls0;
-  const double own = OwnCpuSeconds() - own0;
-  const double server = server_pid > 0 ? CpuSecondsOf(server_pid) - server0 : 0;
+  const double own = CpuSecondsOf(getpid()) - own0;
+  const double server = CpuSecondsOf(server_pid) - server0;
   stop = true;
   for (std::thread& t : threads) t.join();
   for (auto& c : callback_clients) c->Wait();

@@ -100,6 +100,7 @@ class WeirClient : public PeerClient {
 
  protected:
   v1::Weir::Stub& stub() { return *stub_; }
+  const std::string& queue() const { return queue_; }
 
  private:
   std::unique_ptr<v1::Weir::Stub> stub_;
@@ -112,9 +113,8 @@ class WeirClient : public PeerClient {
 class WeirPublishClient : public WeirClient {
  public:
   WeirPublishClient(std::shared_ptr<grpc::Channel> channel, std::string queue)
-      : WeirClient(v1::Weir::NewStub(channel), queue),
-        client_(std::move(channel)),
-        publish_queue_(std::move(queue)) {}
+      : WeirClient(v1::Weir::NewStub(channel), std::move(queue)),
+        client_(std::move(channel)) {}
 
   absl::Status Send(const std::vector<std::string>& bodies) override {
     std::vector<v1::SendEntry> entries(bodies.size());
@@ -123,7 +123,7 @@ class WeirPublishClient : public WeirClient {
       publisher_ = std::make_unique<Publisher>(client_);
     }
     absl::StatusOr<std::vector<uint64_t>> offsets =
-        publisher_->Send(publish_queue_, entries);
+        publisher_->Send(queue(), entries);
     if (offsets.ok()) return absl::OkStatus();
     return absl::Status(offsets.status().code(),
                         absl::StrCat("Publish: ", offsets.status().message()));
@@ -132,7 +132,6 @@ class WeirPublishClient : public WeirClient {
  private:
   Client client_;
   std::unique_ptr<Publisher> publisher_;
-  const std::string publish_queue_;
 };
 
 // Consumes through one Subscribe stream. A reader thread takes what the
@@ -142,8 +141,7 @@ class WeirPublishClient : public WeirClient {
 class WeirSubscribeClient : public WeirPublishClient {
  public:
   WeirSubscribeClient(std::shared_ptr<grpc::Channel> channel, std::string queue)
-      : WeirPublishClient(std::move(channel), queue),
-        queue_(std::move(queue)) {}
+      : WeirPublishClient(std::move(channel), std::move(queue)) {}
 
   ~WeirSubscribeClient() override {
     if (stream_ == nullptr) return;
@@ -214,7 +212,7 @@ class WeirSubscribeClient : public WeirPublishClient {
     const int window = std::max(16, 2 * max);
     stream_ = stub().Subscribe(&context_);
     v1::SubscribeRequest request;
-    request.mutable_start()->set_queue(queue_);
+    request.mutable_start()->set_queue(queue());
     request.set_credit(window);
     if (!stream_->Write(request)) return Broken();
     reader_ = std::thread([this] { ReadLoop(); });
@@ -245,7 +243,6 @@ class WeirSubscribeClient : public WeirPublishClient {
     return absl::UnavailableError("Subscribe: the server ended the stream");
   }
 
-  const std::string queue_;
   grpc::ClientContext context_;
   std::unique_ptr<
       grpc::ClientReaderWriter<v1::SubscribeRequest, v1::SubscribeResponse>>
