@@ -55,6 +55,28 @@ std::map<uint64_t, std::string> ReadAll(Client& client,
   return out;
 }
 
+// A server of its own (the tests below stop or kill it), with an empty
+// queue "q".
+absl::StatusOr<std::unique_ptr<ServerProcess>> StartWithQueueQ(
+    ServerOptions options = {}) {
+  absl::StatusOr<std::unique_ptr<ServerProcess>> server =
+      ServerProcess::Start(std::move(options));
+  if (!server.ok()) return server.status();
+  Client client((*server)->Channel());
+  absl::StatusOr<v1::CreateQueueResponse> created = client.CreateQueue("q");
+  if (!created.ok()) return created.status();
+  return server;
+}
+
+// Restarts `server` and returns what its queue "q" holds.
+std::map<uint64_t, std::string> RestartAndReadQ(ServerProcess& server) {
+  absl::Status restarted = server.Restart();
+  EXPECT_TRUE(restarted.ok()) << restarted;
+  if (!restarted.ok()) return {};
+  Client client(server.Channel());
+  return ReadAll(client, "q");
+}
+
 using PublishE2ETest = ClientLibraryTest;
 
 TEST_F(PublishE2ETest, SendAnswersWithOffsetsInOrder) {
@@ -264,11 +286,9 @@ TEST_F(PublishE2ETest, CancellingWithRequestsInFlightLeavesTheServerServing) {
 }
 
 TEST(PublishShutdownTest, ShutdownEndsAnIdleStreamWithUnavailable) {
-  absl::StatusOr<std::unique_ptr<ServerProcess>> server =
-      ServerProcess::Start();
+  absl::StatusOr<std::unique_ptr<ServerProcess>> server = StartWithQueueQ();
   ASSERT_TRUE(server.ok()) << server.status();
   Client client((*server)->Channel());
-  ASSERT_TRUE(client.CreateQueue("q").ok());
   Publisher publisher(client);
   absl::StatusOr<std::vector<uint64_t>> sent =
       publisher.Send("q", Entries({"before"}));
@@ -286,9 +306,7 @@ TEST(PublishShutdownTest, ShutdownEndsAnIdleStreamWithUnavailable) {
   EXPECT_NE(closed.message().find("shutting down"), std::string::npos)
       << closed;
 
-  ASSERT_TRUE((*server)->Restart().ok());
-  Client again((*server)->Channel());
-  std::map<uint64_t, std::string> stored = ReadAll(again, "q");
+  std::map<uint64_t, std::string> stored = RestartAndReadQ(**server);
   ASSERT_EQ(stored.size(), 1u);
   EXPECT_EQ(stored.begin()->second, "before");
 }
@@ -297,11 +315,9 @@ TEST(PublishShutdownTest, ShutdownEndsAnIdleStreamWithUnavailable) {
 // (and stored), then the stream ends with UNAVAILABLE; the client keeps the
 // answers that came before the end.
 TEST(PublishShutdownTest, ShutdownAnswersWhatItCommittedThenEnds) {
-  absl::StatusOr<std::unique_ptr<ServerProcess>> server =
-      ServerProcess::Start();
+  absl::StatusOr<std::unique_ptr<ServerProcess>> server = StartWithQueueQ();
   ASSERT_TRUE(server.ok()) << server.status();
   Client client((*server)->Channel());
-  ASSERT_TRUE(client.CreateQueue("q").ok());
   Publisher publisher(client);
   std::map<uint64_t, std::string> body_by_id;
   for (int i = 0; i < 200; ++i) {
@@ -326,9 +342,7 @@ TEST(PublishShutdownTest, ShutdownAnswersWhatItCommittedThenEnds) {
             absl::StatusCode::kUnavailable);
   answered.insert(answered.end(), rest.begin(), rest.end());
 
-  ASSERT_TRUE((*server)->Restart().ok());
-  Client again((*server)->Channel());
-  std::map<uint64_t, std::string> stored = ReadAll(again, "q");
+  std::map<uint64_t, std::string> stored = RestartAndReadQ(**server);
   std::set<std::string> stored_bodies;
   for (const auto& [offset, body] : stored) stored_bodies.insert(body);
   for (const PublishResult& r : answered) {
@@ -351,12 +365,11 @@ TEST(PublishRestartTest, AnsweredRequestsSurviveSigkill) {
   ServerOptions options;
   options.durability = "sync";
   absl::StatusOr<std::unique_ptr<ServerProcess>> server =
-      ServerProcess::Start(options);
+      StartWithQueueQ(options);
   ASSERT_TRUE(server.ok()) << server.status();
   std::map<uint64_t, std::string> acknowledged;
   {
     Client client((*server)->Channel());
-    ASSERT_TRUE(client.CreateQueue("q").ok());
     Publisher publisher(client);
     std::map<uint64_t, std::string> body_by_id;
     for (int i = 0; i < 2000; ++i) {
@@ -375,9 +388,7 @@ TEST(PublishRestartTest, AnsweredRequestsSurviveSigkill) {
     (*server)->Kill();
   }
   ASSERT_GE(acknowledged.size(), 1900u);
-  ASSERT_TRUE((*server)->Restart().ok());
-  Client client((*server)->Channel());
-  std::map<uint64_t, std::string> stored = ReadAll(client, "q");
+  std::map<uint64_t, std::string> stored = RestartAndReadQ(**server);
   for (const auto& [offset, body] : acknowledged) {
     auto it = stored.find(offset);
     ASSERT_NE(it, stored.end()) << "acknowledged offset " << offset << " lost";
