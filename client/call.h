@@ -5,9 +5,9 @@
 // each in a call they hand the poller role to each other on every call. Made
 // through the callback API, the call is polled by gRPC's own threads and the
 // caller only waits for its completion. The result is the same; on a 2-core
-// machine with 64 clients the client spends 100-110 µs of CPU per call
-// instead of 140 µs and does 40-55% more calls a second (bench/grpc_floor,
-// docs/benchmarks.md).
+// machine with 64 clients the client spends about a quarter less CPU per
+// call and makes about half again as many calls (bench/grpc_floor; the figures
+// and their commands are in docs/benchmarks.md, "The floor").
 
 #ifndef WEIR_CLIENT_CALL_H_
 #define WEIR_CLIENT_CALL_H_
