@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Weir side by side with Redis Streams, beanstalkd and NATS JetStream.
+"""Weir side by side with Redis Streams, beanstalkd, NATS JetStream and RabbitMQ.
 
 Starts each system on loopback with a fresh temporary data directory, drives
 it with bench/loadgen (the same workloads through one adapter interface per
@@ -7,14 +7,16 @@ system), stops it, and cleans up. Every (system, tier, workload) run gets a
 server of its own, so CPU time and peak memory are that run's.
 
   bench_compare.py --loadgen PATH --weir-server PATH [--profile quick|full|smoke]
-                   [--systems weir,redis,beanstalkd,nats] [--tiers sync,relaxed]
+                   [--systems weir,redis,beanstalkd,nats,rabbitmq] [--tiers sync,relaxed]
                    [--results FILE.jsonl] [--doc docs/benchmarks.md --img-dir docs/img]
                    [--command TEXT]
 
 Systems: weir (unary calls: producers call Send, consumers Receive and
 Delete), weir-stream (streams: each producer sends over one Publish stream,
 each consumer takes messages from one Subscribe stream), redis, beanstalkd,
-nats.
+nats, rabbitmq (AMQP 0-9-1: publisher confirms, basic.consume with manual
+acks; it has no per-message visibility timeout, so it sits out the
+redelivery workload).
 
 Profiles: smoke (tiny sizes, seconds: checks that the harness works), quick
 (the default of `./weir bench`, under ten minutes), full (the sizes of the
@@ -24,10 +26,14 @@ Durability tiers, matched as closely as each system allows:
   sync:    Weir --durability sync (fsync before acknowledging, group commit);
            Redis appendonly + appendfsync always; beanstalkd -b DIR -f 0
            (fsync on every binlog write); JetStream file storage (nats-server
-           2.9 has no per-write sync: it fsyncs its files every 2 minutes).
+           2.9 has no per-write sync: it fsyncs its files every 2 minutes);
+           RabbitMQ quorum queue (its log is fsynced before a publish is
+           confirmed), persistent messages, publisher confirms.
   relaxed: Weir --durability async; Redis appendfsync everysec; beanstalkd
-           -f 1000. JetStream is run once, in the sync tier, since nothing
-           is left to relax.
+           -f 1000; RabbitMQ classic durable queue, persistent messages,
+           publisher confirms (it confirms once the message store has
+           written, and in batches fsynced, the message). JetStream is run
+           once, in the sync tier, since nothing is left to relax.
 """
 
 import argparse
@@ -51,13 +57,25 @@ SYSTEM_TITLES = {
     "redis": "Redis Streams",
     "beanstalkd": "beanstalkd",
     "nats": "NATS JetStream",
+    "rabbitmq": "RabbitMQ",
 }
 
 SERVER_BINARIES = {
     "redis": "redis-server",
     "beanstalkd": "beanstalkd",
     "nats": "nats-server",
+    "rabbitmq": "rabbitmq-server",
 }
+
+# Debian's /usr/sbin/rabbitmq-server switches to the rabbitmq user and its
+# home; this one runs the broker as it is, with the environment given.
+RABBITMQ_SERVER = "/usr/lib/rabbitmq/bin/rabbitmq-server"
+
+# Systems that do not redeliver a message whose lease lapsed by themselves.
+NO_LEASE_LAPSE = ("rabbitmq",)
+
+# The peers, in the order of the report.
+PEERS = ("redis", "beanstalkd", "nats", "rabbitmq")
 
 # The load generator's ways of driving Weir (unary calls, streams).
 WEIR_SYSTEMS = ("weir", "weir-stream")
@@ -70,6 +88,8 @@ TIER_SETTINGS = {
     ("beanstalkd", "sync"): "-f 0",
     ("beanstalkd", "relaxed"): "-f 1000",
     ("nats", "sync"): "file storage (fsync every 2 min)",
+    ("rabbitmq", "sync"): "quorum queue, publisher confirms",
+    ("rabbitmq", "relaxed"): "classic queue, publisher confirms",
 }
 
 # Sizes per profile. Durations in seconds.
@@ -122,6 +142,7 @@ class Server:
         self.proc = None
         self.address = None
         self.weir_server = weir_server
+        self.epmd_port = None
 
     def command(self, port):
         d = self.data_dir
@@ -142,14 +163,65 @@ class Server:
         if self.system == "nats":
             return ["nats-server", "-a", "127.0.0.1", "-p", str(port), "-js",
                     "-sd", d]
+        if self.system == "rabbitmq":
+            return [RABBITMQ_SERVER]
         raise ValueError(self.system)
+
+    def environment(self, port):
+        """The server's environment: RabbitMQ takes its settings from it."""
+        if self.system != "rabbitmq":
+            return None
+        d = self.data_dir
+        # A node of its own: its own name, ports, Erlang port mapper and
+        # cookie (in HOME), so it neither meets nor disturbs another broker.
+        self.epmd_port = free_port()
+        for sub in ("mnesia", "log"):
+            os.makedirs(os.path.join(d, sub), exist_ok=True)
+        with open(os.path.join(d, "rabbitmq.conf"), "w") as f:
+            f.write(f"listeners.tcp.default = 127.0.0.1:{port}\n")
+        with open(os.path.join(d, "enabled_plugins"), "w") as f:
+            f.write("[].\n")
+        env = dict(os.environ)
+        env.update({
+            "HOME": d,
+            "RABBITMQ_NODENAME": f"weirbench{port}@localhost",
+            "RABBITMQ_NODE_IP_ADDRESS": "127.0.0.1",
+            "RABBITMQ_NODE_PORT": str(port),
+            "RABBITMQ_DIST_PORT": str(free_port()),
+            "ERL_EPMD_PORT": str(self.epmd_port),
+            "RABBITMQ_MNESIA_BASE": os.path.join(d, "mnesia"),
+            "RABBITMQ_LOG_BASE": os.path.join(d, "log"),
+            "RABBITMQ_CONFIG_FILE": os.path.join(d, "rabbitmq.conf"),
+            "RABBITMQ_ENABLED_PLUGINS_FILE": os.path.join(d,
+                                                          "enabled_plugins"),
+        })
+        return env
+
+    def meter_pid(self):
+        """The process whose CPU time and memory are the server's."""
+        if self.system != "rabbitmq":
+            return self.proc.pid
+        # The start script runs the Erlang VM as its child.
+        pending = [self.proc.pid]
+        while pending:
+            pid = pending.pop()
+            try:
+                with open(f"/proc/{pid}/comm") as f:
+                    if f.read().strip().startswith("beam"):
+                        return pid
+                with open(f"/proc/{pid}/task/{pid}/children") as f:
+                    pending += [int(c) for c in f.read().split()]
+            except (OSError, ValueError):
+                pass
+        return self.proc.pid
 
     def start(self):
         port = free_port()
         with open(self.log_path, "wb") as out:
             self.proc = subprocess.Popen(self.command(port), stdout=out,
                                          stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL)
+                                         stdin=subprocess.DEVNULL,
+                                         env=self.environment(port))
         try:
             if self.system in WEIR_SYSTEMS:
                 ready = os.path.join(self.data_dir, "ready")
@@ -163,7 +235,9 @@ class Server:
                 with open(ready) as f:
                     self.address = f.read().strip()
             else:
-                wait_for_port(port, self.proc)
+                # The Erlang VM takes seconds to boot RabbitMQ.
+                wait_for_port(port, self.proc,
+                              120 if self.system == "rabbitmq" else 30)
                 self.address = f"127.0.0.1:{port}"
         except Exception:
             self.stop()
@@ -178,6 +252,12 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        if self.epmd_port:
+            # The Erlang port mapper the node started outlives it.
+            subprocess.run(["epmd", "-port", str(self.epmd_port), "-kill"],
+                           stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL, check=False)
+            self.epmd_port = None
         shutil.rmtree(self.data_dir, ignore_errors=True)
 
     def log_tail(self):
@@ -190,8 +270,11 @@ class Server:
 
 def run_loadgen(args, system, tier, server, name, extra):
     cmd = [args.loadgen, "--system", system, "--address", server.address,
-           "--server-pid", str(server.proc.pid), "--tier", tier, "--label",
+           "--server-pid", str(server.meter_pid()), "--tier", tier, "--label",
            name, "--json"] + [str(x) for x in extra]
+    if system == "rabbitmq":
+        cmd += ["--rabbitmq-queue-type",
+                "quorum" if tier == "sync" else "classic"]
     log(f"{system} [{tier}] {name}: {' '.join(str(x) for x in extra)}")
     proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                           text=True, timeout=args.run_timeout)
@@ -256,6 +339,10 @@ def run_system(args, system, tier, work_dir, results):
                 continue
             fraction = 0.5 if name.endswith("50%") else 0.9
             extra = steady_args(args.profile, peak, fraction)
+        if name == "redelivery" and system in NO_LEASE_LAPSE:
+            log(f"{system} [{tier}] {name}: skipped, it has no visibility "
+                "timeout")
+            continue
         server = Server(system, tier, args.weir_server, work_dir).start()
         try:
             r = run_loadgen(args, system, tier, server, name, extra)
@@ -306,8 +393,10 @@ def machine_description(fsync_rate):
     versions = []
     for system, cmd in [("redis", ["redis-server", "--version"]),
                         ("beanstalkd", ["beanstalkd", "-v"]),
-                        ("nats", ["nats-server", "--version"])]:
-        if shutil.which(cmd[0]):
+                        ("nats", ["nats-server", "--version"]),
+                        ("rabbitmq", ["dpkg-query", "-W", "-f",
+                                      "RabbitMQ ${Version}", "rabbitmq-server"])]:
+        if shutil.which(SERVER_BINARIES[system]):
             out = subprocess.run(cmd, stdout=subprocess.PIPE,
                                  stderr=subprocess.STDOUT, text=True).stdout
             versions.append(out.strip().splitlines()[0] if out else cmd[0])
@@ -424,12 +513,11 @@ def targets(results, machine):
         line(f"ingest, sync, batch 16: {title} / Redis pipelined 16",
              ratio(wb, pb), 1.5, f"{fmt_rate(wb)} vs {fmt_rate(pb)} msg/s")
     best, best_rate = None, 0
-    for peer in ("redis", "beanstalkd", "nats"):
+    for peer in PEERS:
         p = rate(peer, "sync", "workqueue-peak", "consume_msgs_per_s")
         if p and p > best_rate:
             best, best_rate = peer, p
-    peers50 = [find(results, p, "sync", "workqueue-50%")
-               for p in ("redis", "beanstalkd", "nats")]
+    peers50 = [find(results, p, "sync", "workqueue-50%") for p in PEERS]
     peers50 = [p for p in peers50 if p]
     for weir in WEIR_SYSTEMS:
         title = SYSTEM_TITLES[weir]
@@ -556,7 +644,7 @@ def main():
     ap.add_argument("--weir-server", required=True)
     ap.add_argument("--profile", choices=sorted(PROFILES), default="quick")
     ap.add_argument("--systems",
-                    default="weir,weir-stream,redis,beanstalkd,nats")
+                    default="weir,weir-stream,redis,beanstalkd,nats,rabbitmq")
     ap.add_argument("--tiers", default="sync,relaxed")
     ap.add_argument("--results", help="JSON lines file (default: a temp file)")
     ap.add_argument("--doc", help="markdown file to write the section into")

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Smoke run of the side-by-side comparison with tiny sizes: the load
 # generator, every adapter whose server is installed (Weir always; Redis,
-# beanstalkd and NATS when redis-server, beanstalkd and nats-server are on
-# PATH), the harness, its report and (with gnuplot) its chart still work.
+# beanstalkd, NATS and RabbitMQ when redis-server, beanstalkd, nats-server and
+# rabbitmq-server are on PATH), the harness, its report and (with gnuplot) its
+# chart still work.
 # Usage: compare_smoke_test.sh BENCH_COMPARE LOADGEN WEIR_SERVER
 set -euo pipefail
 
@@ -18,10 +19,9 @@ python3 "$compare" --loadgen "$loadgen" --weir-server "$server" \
 grep -q "bench-compare:begin" "$out/benchmarks.md"
 grep -q "^| Weir | sync" "$out/report.txt"
 grep -q "^| Weir | relaxed" "$out/report.txt"
-for system in redis:"Redis Streams" beanstalkd:beanstalkd nats:"NATS JetStream"; do
+for system in redis-server:"Redis Streams" beanstalkd:beanstalkd \
+  nats-server:"NATS JetStream" rabbitmq-server:RabbitMQ; do
   binary="${system%%:*}"
-  [[ "$binary" == redis ]] && binary=redis-server
-  [[ "$binary" == nats ]] && binary=nats-server
   if command -v "$binary" >/dev/null; then
     grep -q "^| ${system#*:} | sync" "$out/report.txt"
   fi

@@ -1,10 +1,11 @@
-// loadgen: drives one queue system (Weir, Redis Streams, beanstalkd or NATS
-// JetStream) with one of four workloads and reports throughput, end-to-end
-// latency and the server's CPU time and memory.
+// loadgen: drives one queue system (Weir, Redis Streams, beanstalkd, NATS
+// JetStream or RabbitMQ) with one of four workloads and reports throughput,
+// end-to-end latency and the server's CPU time and memory. For example:
 //
-//   loadgen --system weir --address 127.0.0.1:50051 --workload workqueue \
-//       --producers 16 --consumers 16 --size 1024 --rate 5000 --duration 60 \
-//       [--server-pid PID] [--json-out FILE] [--tier sync] [--label TEXT]
+//   loadgen --system weir --address 127.0.0.1:50051 --workload workqueue
+//           --producers 16 --consumers 16 --size 1024 --rate 5000
+//           --duration 60 [--server-pid PID] [--json-out FILE] [--tier sync]
+//           [--label TEXT]
 //
 // Latency is measured from each message's intended send time: with --rate,
 // the producers follow a fixed schedule and a late send still counts from
@@ -173,7 +174,7 @@ int Main(int argc, char** argv) {
   int server_pid = 0;
   app.add_option("--system", labels.system,
                  "weir (unary calls), weir-stream (Publish and Subscribe), "
-                 "redis, beanstalkd or nats")
+                 "redis, beanstalkd, nats or rabbitmq")
       ->check(CLI::IsMember(PeerNames()))
       ->capture_default_str();
   app.add_option("--address", address, "host:port of the server")
@@ -214,6 +215,10 @@ int Main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--server-pid", server_pid,
                  "the server's process id, for its CPU time and memory");
+  app.add_option("--rabbitmq-queue-type", config.queue.queue_type,
+                 "rabbitmq: quorum (fsync before confirming) or classic")
+      ->check(CLI::IsMember({"quorum", "classic"}))
+      ->capture_default_str();
   app.add_option("--tier", labels.tier, "durability tier, as reported");
   app.add_option("--label", labels.label, "free text, as reported");
   app.add_option("--json-out", json_out, "append the result as a JSON line");

@@ -13,6 +13,7 @@ absl::StatusOr<std::unique_ptr<Peer>> MakePeer(const std::string& name,
   if (name == "redis") return MakeRedisPeer(address);
   if (name == "beanstalkd") return MakeBeanstalkdPeer(address);
   if (name == "nats") return MakeNatsPeer(address);
+  if (name == "rabbitmq") return MakeRabbitmqPeer(address);
   return absl::InvalidArgumentError(
       absl::StrCat("unknown system \"", name,
                    "\"; known: ", absl::StrJoin(PeerNames(), ", ")));

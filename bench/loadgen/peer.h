@@ -1,5 +1,6 @@
 // The one interface through which the load generator drives every system it
-// compares (Weir, Redis Streams, beanstalkd, NATS JetStream), so that the
+// compares (Weir, Redis Streams, beanstalkd, NATS JetStream, RabbitMQ), so
+// that the
 // workload code is shared and only the wire calls differ.
 //
 // A Peer describes one running server and makes clients for it; a
@@ -30,6 +31,9 @@ struct QueueSpec {
   // seconds), JetStream's AckWait, and the idle time after which Redis
   // consumers claim each other's pending entries with XAUTOCLAIM.
   absl::Duration lease = absl::Seconds(60);
+  // RabbitMQ: the type of queue to declare, "quorum" (replicated log, fsync
+  // before a publish is confirmed) or "classic". Other systems ignore it.
+  std::string queue_type = "quorum";
 };
 
 // One message handed to a consumer.
@@ -78,12 +82,16 @@ class Peer {
   // Messages still in the queue (ready, leased or delayed), if the system
   // can say; -1 otherwise.
   virtual int64_t Backlog() { return -1; }
+
+  // Whether a delivery that is never deleted comes back by itself once its
+  // lease lapses (the redelivery workload needs it).
+  virtual bool LeasesLapse() const { return true; }
 };
 
 // Systems the load generator knows, by the name used on its command line.
 inline const std::vector<std::string>& PeerNames() {
   static const auto* names = new std::vector<std::string>{
-      "weir", "weir-stream", "redis", "beanstalkd", "nats"};
+      "weir", "weir-stream", "redis", "beanstalkd", "nats", "rabbitmq"};
   return *names;
 }
 
@@ -99,6 +107,7 @@ std::unique_ptr<Peer> MakeWeirPeer(const std::string& address, bool streams);
 std::unique_ptr<Peer> MakeRedisPeer(const std::string& address);
 std::unique_ptr<Peer> MakeBeanstalkdPeer(const std::string& address);
 std::unique_ptr<Peer> MakeNatsPeer(const std::string& address);
+std::unique_ptr<Peer> MakeRabbitmqPeer(const std::string& address);
 
 }  // namespace loadgen
 }  // namespace weir

@@ -15,8 +15,8 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
-#include "bench/random_text.h"
 #include "bench/loadgen/proc_stats.h"
+#include "bench/random_text.h"
 
 namespace weir {
 namespace loadgen {
@@ -333,6 +333,11 @@ absl::StatusOr<WorkloadResult> RunWorkload(const WorkloadConfig& config,
   if (config.size < kHeaderBytes) {
     return absl::InvalidArgumentError(absl::StrCat(
         "message size ", config.size, " is below the minimum ", kHeaderBytes));
+  }
+  if (config.workload == Workload::kRedelivery && !peer.LeasesLapse()) {
+    return absl::FailedPreconditionError(
+        "this system does not redeliver a message whose lease lapsed, so the "
+        "redelivery workload does not apply to it");
   }
   const int consumers =
       config.workload == Workload::kIngest ? 0 : config.consumers;
