@@ -246,12 +246,20 @@ class Server:
 
     def stop(self):
         if self.proc is not None and self.proc.poll() is None:
+            # RabbitMQ's VM is the start script's child: killing the script
+            # alone would leave it running.
+            vm = self.meter_pid() if self.system == "rabbitmq" else None
             self.proc.terminate()
             try:
                 self.proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+                if vm is not None and vm != self.proc.pid:
+                    try:
+                        os.kill(vm, 9)
+                    except OSError:
+                        pass
         if self.epmd_port:
             # The Erlang port mapper the node started outlives it.
             subprocess.run(["epmd", "-port", str(self.epmd_port), "-kill"],
