@@ -168,7 +168,12 @@ class Server:
         raise ValueError(self.system)
 
     def environment(self, port):
-        """The server's environment: RabbitMQ takes its settings from it."""
+        """The server's environment (None: inherit this one's).
+
+        RabbitMQ takes its settings from it; for RabbitMQ this also writes
+        its config files into the data directory and picks the port mapper
+        port that stop() shuts down.
+        """
         if self.system != "rabbitmq":
             return None
         d = self.data_dir

@@ -1,7 +1,6 @@
 // The one interface through which the load generator drives every system it
 // compares (Weir, Redis Streams, beanstalkd, NATS JetStream, RabbitMQ), so
-// that the
-// workload code is shared and only the wire calls differ.
+// that the workload code is shared and only the wire calls differ.
 //
 // A Peer describes one running server and makes clients for it; a
 // PeerClient is one connection, used by one thread at a time.

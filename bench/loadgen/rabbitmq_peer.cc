@@ -36,36 +36,36 @@ namespace {
 
 constexpr amqp_channel_t kChannel = 1;
 
-// The text of a failed library call or of the broker's channel or
-// connection close.
-std::string ReplyText(const amqp_rpc_reply_t& reply) {
-  switch (reply.reply_type) {
-    case AMQP_RESPONSE_NORMAL:
-      return "ok";
-    case AMQP_RESPONSE_NONE:
-      return "no reply";
-    case AMQP_RESPONSE_LIBRARY_EXCEPTION:
-      return amqp_error_string2(reply.library_error);
-    case AMQP_RESPONSE_SERVER_EXCEPTION:
-      if (reply.reply.id == AMQP_CHANNEL_CLOSE_METHOD ||
-          reply.reply.id == AMQP_CONNECTION_CLOSE_METHOD) {
-        // Both close methods start with reply_code and reply_text.
-        const auto* close =
-            static_cast<const amqp_channel_close_t*>(reply.reply.decoded);
-        return absl::StrCat(
-            "broker closed: ", close->reply_code, " ",
-            std::string(static_cast<const char*>(close->reply_text.bytes),
-                        close->reply_text.len));
-      }
-      return absl::StrCat("broker error, method ", reply.reply.id);
+// What the broker said in `method`: the reason of a channel or connection
+// close, or which method it sent.
+std::string MethodText(const amqp_method_t& method) {
+  if (method.id != AMQP_CHANNEL_CLOSE_METHOD &&
+      method.id != AMQP_CONNECTION_CLOSE_METHOD) {
+    return absl::StrCat("broker sent method ", method.id);
   }
-  return "unknown reply";
+  // Both close methods start with reply_code and reply_text.
+  const auto* close = static_cast<const amqp_channel_close_t*>(method.decoded);
+  return absl::StrCat(
+      "broker closed: ", close->reply_code, " ",
+      std::string(static_cast<const char*>(close->reply_text.bytes),
+                  close->reply_text.len));
 }
 
 absl::Status Check(const amqp_rpc_reply_t& reply, absl::string_view what) {
-  if (reply.reply_type == AMQP_RESPONSE_NORMAL) return absl::OkStatus();
-  return absl::UnavailableError(
-      absl::StrCat("rabbitmq ", what, ": ", ReplyText(reply)));
+  std::string text;
+  switch (reply.reply_type) {
+    case AMQP_RESPONSE_NORMAL:
+      return absl::OkStatus();
+    case AMQP_RESPONSE_LIBRARY_EXCEPTION:
+      text = amqp_error_string2(reply.library_error);
+      break;
+    case AMQP_RESPONSE_SERVER_EXCEPTION:
+      text = MethodText(reply.reply);
+      break;
+    default:
+      text = "no reply";
+  }
+  return absl::UnavailableError(absl::StrCat("rabbitmq ", what, ": ", text));
 }
 
 absl::Status CheckCode(int code, absl::string_view what) {
@@ -173,11 +173,8 @@ class RabbitmqClient : public PeerClient {
       }
       if (id == AMQP_CHANNEL_CLOSE_METHOD ||
           id == AMQP_CONNECTION_CLOSE_METHOD) {
-        amqp_rpc_reply_t reply{};
-        reply.reply_type = AMQP_RESPONSE_SERVER_EXCEPTION;
-        reply.reply = frame.payload.method;
-        return absl::UnavailableError(
-            absl::StrCat("rabbitmq publish: ", ReplyText(reply)));
+        return absl::UnavailableError(absl::StrCat(
+            "rabbitmq publish: ", MethodText(frame.payload.method)));
       }
       if (id != AMQP_BASIC_ACK_METHOD) continue;
       const auto* ack =
@@ -279,11 +276,6 @@ class RabbitmqPeer : public Peer {
 
   absl::Status Setup(const QueueSpec& spec) override {
     spec_ = spec;
-    if (spec.queue_type != "quorum" && spec.queue_type != "classic") {
-      return absl::InvalidArgumentError(
-          absl::StrCat("rabbitmq queue type must be quorum or classic, not \"",
-                       spec.queue_type, "\""));
-    }
     absl::StatusOr<std::unique_ptr<Connection>> connection = Open();
     if (!connection.ok()) return connection.status();
     amqp_connection_state_t c = (*connection)->state();
