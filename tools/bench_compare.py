@@ -716,6 +716,8 @@ def main():
     if args.doc:
         write_doc(args.doc, section)
         if args.img_dir:
+            # chart() makes it too, but only when gnuplot is installed.
+            os.makedirs(args.img_dir, exist_ok=True)
             with open(os.path.join(args.img_dir, "bench-compare.jsonl"),
                       "w") as f:
                 for r in results:
