@@ -83,6 +83,26 @@ class PendingReceive : public QueueWaiter,
     }
   }
 
+  Claim TryClaim() override {
+    absl::MutexLock lock(&mu_);
+    if (state_ != kParked || cancelled_) return {};
+    // Like a pass in progress: a wake or the end of the wait meanwhile only
+    // marks rewake_, and Handoff finishes or looks again.
+    state_ = kRunning;
+    return {options_.max_messages, options_.visibility_timeout};
+  }
+
+  void Handoff(std::vector<ReceivedMessage> messages) override {
+    std::shared_ptr<Queue> q = queue_.lock();
+    if (q == nullptr) {
+      Finish(absl::NotFoundError("queue not found"));
+      return;
+    }
+    Queue::ReceivePass pass;
+    pass.messages = std::move(messages);
+    AfterPass(std::move(q), /*can_wait=*/true, std::move(pass));
+  }
+
   void Cancel() override {
     {
       absl::MutexLock lock(&mu_);
@@ -479,6 +499,8 @@ class EngineImpl : public Engine {
   StorageStats GetStorageStats() override {
     StorageStats stats;
     storage_->SizeBytes(&stats.sst_bytes, &stats.memtable_bytes);
+    stats.writes = storage_->batches_written();
+    stats.commits = storage_->commits();
     return stats;
   }
 

@@ -511,6 +511,162 @@ TEST_F(EngineTest, LongPollWakesOnSend) {
   EXPECT_EQ((*got)[0].body, "wake");
 }
 
+// A long poll parked when messages are sent has them leased in the send's
+// own write: one write (one fsync in sync mode) between the send and the
+// consumer instead of two. The lease is as durable as any other.
+TEST_F(EngineTest, LongPollTakesASendInTheSendsOwnWrite) {
+  Create("q");
+  absl::Notification done;
+  absl::StatusOr<std::vector<ReceivedMessage>> got;
+  ReceiveOptions o;
+  o.max_messages = 10;
+  o.visibility_timeout = absl::Seconds(40);
+  // Its first pass runs on this thread, finds nothing and parks.
+  engine_->ReceiveAsync("q", o, absl::Seconds(20), [&](auto r) {
+    got = std::move(r);
+    done.Notify();
+  });
+  const uint64_t before = engine_->GetStorageStats().writes;
+  SendBodies("q", {"a", "b"});
+  ASSERT_TRUE(done.WaitForNotificationWithTimeout(absl::Seconds(60)));
+  ASSERT_TRUE(got.ok()) << got.status();
+  ASSERT_THAT(*got, SizeIs(2));
+  EXPECT_EQ(engine_->GetStorageStats().writes, before + 1);
+  const absl::Time deadline = clock_.Now() + absl::Seconds(40);
+  for (size_t i = 0; i < 2; ++i) {
+    const ReceivedMessage& m = (*got)[i];
+    EXPECT_EQ(m.body, i == 0 ? "a" : "b");
+    EXPECT_EQ(m.offset, i);
+    EXPECT_EQ(m.receive_count, 1u);
+    EXPECT_EQ(m.lease_deadline, deadline);
+  }
+  QueueStats s = Stats("q");
+  EXPECT_EQ(s.in_flight, 2u);
+  EXPECT_EQ(s.ready, 0u);
+  EXPECT_EQ(s.received_total, 2u);
+
+  Reopen();
+  s = Stats("q");
+  EXPECT_EQ(s.in_flight, 2u);
+  EXPECT_EQ(s.received_total, 2u);
+  EXPECT_THAT(Recv("q", 10), IsEmpty());
+  EXPECT_TRUE(DeleteOne("q", (*got)[0].receipt_handle).ok());
+  clock_.Advance(absl::Seconds(40));
+  std::vector<ReceivedMessage> again = Recv("q", 10);
+  ASSERT_THAT(again, SizeIs(1));
+  EXPECT_EQ(again[0].body, "b");
+  EXPECT_EQ(again[0].receive_count, 2u);
+  EXPECT_EQ(ChangeOne("q", (*got)[1].receipt_handle, absl::Seconds(1)).code(),
+            absl::StatusCode::kFailedPrecondition);
+}
+
+// Parked long polls each take what they asked for, in the order they
+// parked; what is left stays ready for the next receive.
+TEST_F(EngineTest, SendHandsEachParkedLongPollItsShare) {
+  Create("q");
+  struct Poll {
+    absl::Notification done;
+    absl::StatusOr<std::vector<ReceivedMessage>> got;
+  };
+  Poll polls[2];
+  for (Poll& p : polls) {
+    ReceiveOptions o;
+    o.max_messages = 2;
+    engine_->ReceiveAsync("q", o, absl::Seconds(20), [&p](auto r) {
+      p.got = std::move(r);
+      p.done.Notify();
+    });
+  }
+  SendBodies("q", {"a", "b", "c", "d", "e"});
+  std::vector<std::string> bodies;
+  for (Poll& p : polls) {
+    ASSERT_TRUE(p.done.WaitForNotificationWithTimeout(absl::Seconds(60)));
+    ASSERT_TRUE(p.got.ok()) << p.got.status();
+    ASSERT_THAT(*p.got, SizeIs(2));
+    for (const ReceivedMessage& m : *p.got) bodies.push_back(m.body);
+  }
+  EXPECT_THAT(bodies, ElementsAre("a", "b", "c", "d"));
+  std::vector<ReceivedMessage> rest = Recv("q", 10);
+  ASSERT_THAT(rest, SizeIs(1));
+  EXPECT_EQ(rest[0].body, "e");
+  EXPECT_EQ(Stats("q").in_flight, 5u);
+}
+
+// Each group's parked long poll gets its own lease of the same message, in
+// the one write of the send.
+TEST_F(EngineTest, SendHandsOffToEveryGroupInOneWrite) {
+  Create("q");
+  ASSERT_TRUE(engine_->CreateGroup("q", "g", LogPosition::Latest()).ok());
+  struct Poll {
+    absl::Notification done;
+    absl::StatusOr<std::vector<ReceivedMessage>> got;
+  };
+  Poll polls[2];
+  const char* groups[2] = {"", "g"};
+  for (int i = 0; i < 2; ++i) {
+    ReceiveOptions o;
+    o.group = groups[i];
+    Poll& p = polls[i];
+    engine_->ReceiveAsync("q", o, absl::Seconds(20), [&p](auto r) {
+      p.got = std::move(r);
+      p.done.Notify();
+    });
+  }
+  const uint64_t before = engine_->GetStorageStats().writes;
+  SendBodies("q", {"m"});
+  for (Poll& p : polls) {
+    ASSERT_TRUE(p.done.WaitForNotificationWithTimeout(absl::Seconds(60)));
+    ASSERT_TRUE(p.got.ok()) << p.got.status();
+    ASSERT_THAT(*p.got, SizeIs(1));
+    EXPECT_EQ((*p.got)[0].body, "m");
+  }
+  EXPECT_EQ(engine_->GetStorageStats().writes, before + 1);
+  EXPECT_TRUE(DeleteOne("q", (*polls[1].got)[0].receipt_handle).ok());
+  EXPECT_EQ(Stats("q", "g").in_flight, 0u);
+  EXPECT_EQ(Stats("q").in_flight, 1u);
+}
+
+// Messages that must wait (a send delay, an ordering key) are not handed
+// over by the send; the parked receive is woken when their time comes.
+TEST_F(EngineTest, DelayedAndKeyedMessagesAreNotHandedOff) {
+  Create("q");
+  absl::Notification done;
+  absl::StatusOr<std::vector<ReceivedMessage>> got;
+  ReceiveOptions o;
+  o.max_messages = 10;
+  engine_->ReceiveAsync("q", o, absl::Seconds(20), [&](auto r) {
+    got = std::move(r);
+    done.Notify();
+  });
+  SendEntry delayed{"later", {}, {}};
+  delayed.delay = absl::Seconds(5);
+  ASSERT_TRUE(engine_->Send("q", {delayed}).ok());
+  EXPECT_FALSE(done.HasBeenNotified());
+  clock_.Advance(absl::Seconds(5));
+  ASSERT_TRUE(done.WaitForNotificationWithTimeout(absl::Seconds(60)));
+  ASSERT_TRUE(got.ok()) << got.status();
+  ASSERT_THAT(*got, SizeIs(1));
+  EXPECT_EQ((*got)[0].body, "later");
+
+  // A parked receive of ten gets one message of a key at a time.
+  absl::Notification keyed_done;
+  absl::StatusOr<std::vector<ReceivedMessage>> keyed;
+  engine_->ReceiveAsync("q", o, absl::Seconds(20), [&](auto r) {
+    keyed = std::move(r);
+    keyed_done.Notify();
+  });
+  SendEntry first{"k1", {}, {}};
+  first.ordering_key = "k";
+  SendEntry second{"k2", {}, {}};
+  second.ordering_key = "k";
+  ASSERT_TRUE(engine_->Send("q", {first, second}).ok());
+  ASSERT_TRUE(keyed_done.WaitForNotificationWithTimeout(absl::Seconds(60)));
+  ASSERT_TRUE(keyed.ok()) << keyed.status();
+  ASSERT_THAT(*keyed, SizeIs(1));
+  EXPECT_EQ((*keyed)[0].body, "k1");
+  EXPECT_THAT(Recv("q", 10), IsEmpty());
+}
+
 TEST_F(EngineTest, LongPollWakesOnLapsedLease) {
   Create("q");
   SendBodies("q", {"m"});

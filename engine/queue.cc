@@ -501,9 +501,9 @@ uint64_t Queue::BeginAppendLocked(std::vector<MessageRecord>* records,
   return first;
 }
 
-void Queue::FinishAppendLocked(
-    uint64_t first, size_t n, bool ok,
-    std::vector<std::shared_ptr<QueueWaiter>>* wake) {
+void Queue::FinishAppendLocked(uint64_t first, size_t n, bool ok,
+                               std::vector<std::shared_ptr<QueueWaiter>>* wake,
+                               const std::vector<SendPlan::Handoff>* handoffs) {
   pending_sends_[first].second = true;
   if (!ok) {
     for (uint64_t o = first; o < first + n; ++o) {
@@ -520,7 +520,18 @@ void Queue::FinishAppendLocked(
     pending_sends_.erase(pending_sends_.begin());
   }
   if (committed_ > before) {
-    for (auto& [gid, g] : groups_) TakeWaiters(*g, committed_ - before, wake);
+    // committed_ moved, so this append was the first unfinished one: its
+    // offsets are among those now committed, and what its write leased
+    // (when ok) needs no one woken.
+    for (auto& [gid, g] : groups_) {
+      size_t n_wake = committed_ - before;
+      if (ok && handoffs != nullptr) {
+        for (const SendPlan::Handoff& h : *handoffs) {
+          if (h.group == g.get()) n_wake -= h.n;
+        }
+      }
+      TakeWaiters(*g, n_wake, wake);
+    }
   }
   --writes_in_flight_;
   changed_.SignalAll();
@@ -641,7 +652,67 @@ absl::StatusOr<bool> Queue::PrepareSend(absl::Span<const SendEntry> entries,
     dedup_[id] = DedupEntry{plan->first + j, at, /*pending=*/true};
     plan->new_dedup_ids.push_back(id);
   }
+  PlanHandoffsLocked(config, plan);
   return true;
+}
+
+void Queue::PlanHandoffsLocked(const QueueConfig& config, SendPlan* plan) {
+  const std::vector<MessageRecord>& records = plan->records;
+  // BeginAppendLocked has made visible_at_us a time for delayed records.
+  size_t eligible = 0;
+  while (eligible < records.size() && records[eligible].visible_at_us == 0 &&
+         records[eligible].ordering_key.empty()) {
+    ++eligible;
+  }
+  if (eligible == 0) return;
+  const absl::Time now = FromUs(records[0].enqueue_time_us);
+  for (auto& [gid, gp] : groups_) {
+    Group& g = *gp;
+    GroupState& gs = g.state;
+    if (g.waiters.empty() || gs.cursor() != plan->first) continue;
+    // Lapsed leases go first, and the waiters are woken for them.
+    gs.Expire(now);
+    if (gs.FirstReady().has_value()) continue;
+    size_t next = 0;
+    uint64_t leased = 0;
+    while (next < eligible && !g.waiters.empty()) {
+      std::shared_ptr<QueueWaiter> w = std::move(g.waiters.front());
+      g.waiters.pop_front();
+      g.waiters_after_sweep = std::min(g.waiters_after_sweep, g.waiters.size());
+      const QueueWaiter::Claim claim = w->TryClaim();
+      if (claim.max_messages <= 0) continue;
+      SendPlan::Handoff h{
+          &g,
+          std::move(w),
+          gid,
+          gs.generation(),
+          plan->first + next,
+          0,
+          now + claim.visibility_timeout.value_or(config.visibility_timeout)};
+      size_t bytes = 0;
+      while (next < eligible && h.n < static_cast<size_t>(claim.max_messages)) {
+        const size_t size = records[next].body.size();
+        if (h.n > 0 && bytes + size > kMaxAnswerBytes) break;
+        const uint64_t offset = plan->first + next;
+        const GroupState::Lease lease =
+            gs.BeginLease(offset, h.deadline, false).first;
+        plan->batch.Put(
+            storage_->leases(), keys::GroupOffset(id_, gid, offset),
+            EncodeLease(LeaseRecord{ToUs(h.deadline), lease.receive_count}));
+        bytes += size;
+        ++h.n;
+        ++next;
+      }
+      leased += h.n;
+      plan->handoffs.push_back(std::move(h));
+    }
+    if (leased > 0) {
+      Counters delta;
+      delta.received = leased;
+      plan->batch.Merge(storage_->meta(), keys::Counters(id_, gid),
+                        EncodeCounters(delta));
+    }
+  }
 }
 
 absl::StatusOr<std::vector<uint64_t>> Queue::FinishSend(
@@ -658,9 +729,42 @@ absl::StatusOr<std::vector<uint64_t>> Queue::FinishSend(
         dedup_order_.emplace_back(it->second.at, id);
       }
     }
-    FinishAppendLocked(plan.first, plan.records.size(), st.ok(), &wake);
+    for (const SendPlan::Handoff& h : plan.handoffs) {
+      GroupState& gs = h.group->state;
+      for (uint64_t o = h.first; o < h.first + h.n; ++o) {
+        if (st.ok()) {
+          gs.CommitLease(o);
+        } else {
+          gs.MarkGone(o);  // The send failed: no message.
+        }
+      }
+      if (st.ok()) h.group->counters.received += h.n;
+    }
+    FinishAppendLocked(plan.first, plan.records.size(), st.ok(), &wake,
+                       &plan.handoffs);
+    if (!plan.handoffs.empty()) ScheduleCheckLocked();
   }
   WakeAll(wake);
+  for (SendPlan::Handoff& h : plan.handoffs) {
+    std::vector<ReceivedMessage> out;
+    if (st.ok()) {
+      out.reserve(h.n);
+      for (uint64_t o = h.first; o < h.first + h.n; ++o) {
+        const MessageRecord& rec = plan.records[o - plan.first];
+        ReceivedMessage m;
+        m.offset = o;
+        m.body = rec.body;
+        m.attributes = rec.attributes;
+        m.enqueue_time = FromUs(rec.enqueue_time_us);
+        m.receive_count = 1;  // Leased from the cursor: never before.
+        m.lease_deadline = h.deadline;
+        m.receipt_handle = EncodeReceipt(
+            Receipt{id_, h.gid, h.generation, o, m.receive_count});
+        out.push_back(std::move(m));
+      }
+    }
+    h.waiter->Handoff(std::move(out));
+  }
   if (!st.ok()) return st;
   const size_t n = plan.offsets.size();
   for (size_t i = 0; i < n; ++i) {

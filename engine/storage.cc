@@ -216,8 +216,16 @@ Storage::~Storage() {
 }
 
 absl::Status Storage::Write(rocksdb::WriteBatch* batch) {
+  absl::Status s = Commit(batch);
+  if (s.ok()) batches_written_.fetch_add(1, std::memory_order_relaxed);
+  return s;
+}
+
+absl::Status Storage::Commit(rocksdb::WriteBatch* batch) {
   absl::Status s = FromRocks(db_->Write(write_options_, batch), "write");
-  if (s.ok() && range_deletes_due_.load(std::memory_order_relaxed)) {
+  if (!s.ok()) return s;
+  commits_.fetch_add(1, std::memory_order_relaxed);
+  if (range_deletes_due_.load(std::memory_order_relaxed)) {
     MaybeFlushRangeDeletes();
   }
   return s;
@@ -261,7 +269,7 @@ void Storage::CommitLoop() {
     }
     absl::Status s;
     if (group.size() == 1) {
-      s = Write(&group[0].batch);
+      s = Commit(&group[0].batch);
     } else {
       rocksdb::WriteBatch merged;
       BatchCopier copier(&merged, handles_);
@@ -271,7 +279,10 @@ void Storage::CommitLoop() {
           break;
         }
       }
-      if (s.ok()) s = Write(&merged);
+      if (s.ok()) s = Commit(&merged);
+    }
+    if (s.ok()) {
+      batches_written_.fetch_add(group.size(), std::memory_order_relaxed);
     }
     for (PendingWrite& w : group) w.done(s);
   }

@@ -98,30 +98,60 @@ void SubscriptionCore::Attempt() {
     }
     // Nothing, and woken meanwhile: look again.
     if (r->empty()) continue;
-
-    std::vector<std::string> orphans;
-    {
-      absl::MutexLock lock(&mu_);
-      state_ = kIdle;
-      if (closed_ || failed_) {
-        for (const ReceivedMessage& m : *r) {
-          orphans.push_back(m.receipt_handle);
-        }
-      } else {
-        credit_ -= static_cast<int64_t>(r->size());
-        delivering_ = true;
-        Hold(*r);
-        ++callbacks_running_;
-      }
-    }
-    if (!orphans.empty()) {
-      ReleaseAll(orphans);
-      return;
-    }
-    deliver_(std::move(r));
-    EndCallback();
+    Deliver(*std::move(r));
     return;
   }
+}
+
+QueueWaiter::Claim SubscriptionCore::TryClaim() {
+  absl::MutexLock lock(&mu_);
+  if (state_ != kParked || closed_ || failed_ || credit_ == 0 || delivering_) {
+    return {};
+  }
+  // As while Attempt runs: a wake meanwhile only marks rewake_.
+  state_ = kRunning;
+  return {static_cast<int>(std::min<int64_t>(credit_, Subscription::kMaxBatch)),
+          options_.visibility_timeout};
+}
+
+void SubscriptionCore::Handoff(std::vector<ReceivedMessage> messages) {
+  if (!messages.empty()) {
+    // Callbacks run on engine threads, and a blocking Send's handoff comes
+    // on its caller's.
+    dispatcher_->Run(
+        [self = shared_from_this(), messages = std::move(messages)]() mutable {
+          self->Deliver(std::move(messages));
+        });
+    return;
+  }
+  // The send's write failed: look again.
+  absl::MutexLock lock(&mu_);
+  state_ = kIdle;
+  ScheduleLocked();
+}
+
+void SubscriptionCore::Deliver(std::vector<ReceivedMessage> batch) {
+  std::vector<std::string> orphans;
+  {
+    absl::MutexLock lock(&mu_);
+    state_ = kIdle;
+    if (closed_ || failed_) {
+      for (const ReceivedMessage& m : batch) {
+        orphans.push_back(m.receipt_handle);
+      }
+    } else {
+      credit_ -= static_cast<int64_t>(batch.size());
+      delivering_ = true;
+      Hold(batch);
+      ++callbacks_running_;
+    }
+  }
+  if (!orphans.empty()) {
+    ReleaseAll(orphans);
+    return;
+  }
+  deliver_(std::move(batch));
+  EndCallback();
 }
 
 void SubscriptionCore::Hold(const std::vector<ReceivedMessage>& batch) {

@@ -48,6 +48,8 @@ class SubscriptionCore : public QueueWaiter,
   bool OnPark() override;
   bool Parked() override;
   void Wake() override;
+  Claim TryClaim() override;
+  void Handoff(std::vector<ReceivedMessage> messages) override;
 
  private:
   enum State { kIdle, kScheduled, kRunning, kParked };
@@ -55,6 +57,9 @@ class SubscriptionCore : public QueueWaiter,
   // Schedules Attempt unless it is running, scheduled or parked.
   void ScheduleLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Attempt();
+  // Hands a leased batch (not empty) to the callback, or releases it when
+  // the subscription has ended meanwhile.
+  void Deliver(std::vector<ReceivedMessage> batch);
   // Ends the subscription with `status` (delivered once, unless closed).
   void Fail(absl::Status status);
   // Brackets a callback: Begin returns false when closed (skip it).

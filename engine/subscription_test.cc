@@ -188,6 +188,39 @@ TEST_F(SubscriptionTest, PushesWhatArrivesWithinItsCredit) {
   EXPECT_THAT(Bodies(c.WaitFor(4)), ElementsAre("a", "b", "c", "f"));
 }
 
+// A parked subscription has what is sent leased in the send's own write.
+// Whether it has parked yet is not visible from here, so the test sends
+// one message at a time until a send is taken that way (nearly always the
+// first); each arrives either way.
+TEST_F(SubscriptionTest, ParkedSubscriptionTakesASendInTheSendsWrite) {
+  Create("q");
+  Collector c;
+  Subscription* sub = Subscribe("q", c);
+  ASSERT_TRUE(sub->AddCredit(1000).ok());
+  bool one_write = false;
+  size_t sent = 0;
+  while (!one_write && sent < 100) {
+    const uint64_t before = engine_->GetStorageStats().writes;
+    SendBodies("q", {absl::StrCat("m", sent)});
+    ++sent;
+    ASSERT_THAT(c.WaitFor(sent), SizeIs(sent));
+    one_write = engine_->GetStorageStats().writes == before + 1;
+  }
+  EXPECT_TRUE(one_write);
+  std::vector<ReceivedMessage> got = c.messages();
+  SubscriptionOps ops;
+  for (size_t i = 0; i < got.size(); ++i) {
+    EXPECT_EQ(got[i].body, absl::StrCat("m", i));
+    EXPECT_EQ(got[i].receive_count, 1u);
+    ops.deletes.push_back(got[i].receipt_handle);
+  }
+  absl::StatusOr<SubscriptionAck> ack = ApplyAndWait(*sub, std::move(ops));
+  ASSERT_TRUE(ack.ok()) << ack.status();
+  for (const absl::Status& d : ack->deletes) EXPECT_TRUE(d.ok()) << d;
+  EXPECT_EQ(Stats("q").in_flight, 0u);
+  EXPECT_EQ(Stats("q").deleted_total, sent);
+}
+
 TEST_F(SubscriptionTest, HoldsOneBatchUntilTheTransportIsDone) {
   Create("q");
   Collector& c = NewCollector(/*auto_done=*/false);
