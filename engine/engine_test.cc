@@ -667,6 +667,77 @@ TEST_F(EngineTest, DelayedAndKeyedMessagesAreNotHandedOff) {
   EXPECT_THAT(Recv("q", 10), IsEmpty());
 }
 
+// Many senders and long polls at once, so that sends are handed off while
+// others are in flight: every message reaches exactly one consumer, and
+// every receipt deletes. The fake clock never moves, so no lease lapses.
+TEST_F(EngineTest, ConcurrentSendsAndLongPollsDeliverEachMessageOnce) {
+  Create("q");
+  constexpr int kSenders = 4;
+  constexpr int kPerSender = 250;
+  constexpr int kConsumers = 4;
+  absl::Mutex mu;
+  std::vector<std::string> bodies;
+  int bad_deletes = 0;
+  std::vector<std::thread> consumers;
+  for (int c = 0; c < kConsumers; ++c) {
+    consumers.emplace_back([&] {
+      for (;;) {
+        absl::Notification done;
+        absl::StatusOr<std::vector<ReceivedMessage>> got;
+        ReceiveOptions o;
+        o.max_messages = 1;
+        engine_->ReceiveAsync("q", o, absl::Seconds(20), [&](auto r) {
+          got = std::move(r);
+          done.Notify();
+        });
+        done.WaitForNotification();
+        if (!got.ok()) {
+          ADD_FAILURE() << got.status();
+          return;
+        }
+        bool stop = false;
+        for (const ReceivedMessage& m : *got) {
+          const bool deleted = DeleteOne("q", m.receipt_handle).ok();
+          absl::MutexLock lock(&mu);
+          if (!deleted) ++bad_deletes;
+          if (m.body == "stop") {
+            stop = true;
+          } else {
+            bodies.push_back(m.body);
+          }
+        }
+        if (stop) return;
+      }
+    });
+  }
+  std::vector<std::thread> senders;
+  for (int t = 0; t < kSenders; ++t) {
+    senders.emplace_back([&, t] {
+      for (int i = 0; i < kPerSender; ++i) {
+        SendBodies("q", {absl::StrCat(t, "-", i)});
+      }
+    });
+  }
+  for (std::thread& t : senders) t.join();
+  {
+    absl::MutexLock lock(&mu);
+    auto all = [&] { return bodies.size() >= kSenders * kPerSender; };
+    ASSERT_TRUE(mu.AwaitWithTimeout(absl::Condition(&all), absl::Seconds(120)));
+  }
+  // One "stop" for each consumer, which takes one message at a time.
+  for (int c = 0; c < kConsumers; ++c) SendBodies("q", {"stop"});
+  for (std::thread& t : consumers) t.join();
+  absl::MutexLock lock(&mu);
+  EXPECT_EQ(bad_deletes, 0);
+  std::set<std::string> unique(bodies.begin(), bodies.end());
+  EXPECT_EQ(bodies.size(), static_cast<size_t>(kSenders * kPerSender));
+  EXPECT_EQ(unique.size(), static_cast<size_t>(kSenders * kPerSender));
+  const QueueStats st = Stats("q");
+  EXPECT_EQ(st.in_flight, 0u);
+  EXPECT_EQ(st.ready, 0u);
+  EXPECT_EQ(st.received_total, st.sent_total);
+}
+
 TEST_F(EngineTest, LongPollWakesOnLapsedLease) {
   Create("q");
   SendBodies("q", {"m"});

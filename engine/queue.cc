@@ -552,11 +552,27 @@ absl::StatusOr<uint64_t> Queue::BeginAppend(std::vector<MessageRecord>* records,
 
 void Queue::FinishAppend(uint64_t first, size_t n, bool ok) {
   std::vector<std::shared_ptr<QueueWaiter>> wake;
+  std::vector<HandedOver> due;
   {
     absl::MutexLock lock(&mu_);
     FinishAppendLocked(first, n, ok, &wake);
+    TakeDueHandoffsLocked(&due);
   }
   WakeAll(wake);
+  for (HandedOver& h : due) h.waiter->Handoff(std::move(h.messages));
+}
+
+void Queue::TakeDueHandoffsLocked(std::vector<HandedOver>* due) {
+  if (deferred_handoffs_.empty()) return;
+  std::vector<HandedOver> keep;
+  for (HandedOver& h : deferred_handoffs_) {
+    if (h.end <= committed_) {
+      due->push_back(std::move(h));
+    } else {
+      keep.push_back(std::move(h));
+    }
+  }
+  deferred_handoffs_.swap(keep);
 }
 
 absl::StatusOr<std::vector<uint64_t>> Queue::Send(
@@ -675,12 +691,17 @@ void Queue::PlanHandoffsLocked(const QueueConfig& config, SendPlan* plan) {
     if (gs.FirstReady().has_value()) continue;
     size_t next = 0;
     uint64_t leased = 0;
+    // Still parked but taking no handoff: woken once the write is done.
+    std::vector<std::shared_ptr<QueueWaiter>> refused;
     while (next < eligible && !g.waiters.empty()) {
       std::shared_ptr<QueueWaiter> w = std::move(g.waiters.front());
       g.waiters.pop_front();
       g.waiters_after_sweep = std::min(g.waiters_after_sweep, g.waiters.size());
       const QueueWaiter::Claim claim = w->TryClaim();
-      if (claim.max_messages <= 0) continue;
+      if (claim.max_messages <= 0) {
+        if (w->Parked()) refused.push_back(std::move(w));
+        continue;
+      }
       SendPlan::Handoff h{
           &g,
           std::move(w),
@@ -706,6 +727,7 @@ void Queue::PlanHandoffsLocked(const QueueConfig& config, SendPlan* plan) {
       leased += h.n;
       plan->handoffs.push_back(std::move(h));
     }
+    g.waiters.insert(g.waiters.begin(), refused.begin(), refused.end());
     if (leased > 0) {
       Counters delta;
       delta.received = leased;
@@ -717,7 +739,31 @@ void Queue::PlanHandoffsLocked(const QueueConfig& config, SendPlan* plan) {
 
 absl::StatusOr<std::vector<uint64_t>> Queue::FinishSend(
     SendPlan& plan, const absl::Status& st) {
+  // The messages of each handoff, built without the lock.
+  std::vector<HandedOver> handed;
+  handed.reserve(plan.handoffs.size());
+  for (SendPlan::Handoff& h : plan.handoffs) {
+    HandedOver& out = handed.emplace_back();
+    out.end = plan.first + plan.records.size();
+    out.waiter = std::move(h.waiter);
+    if (!st.ok()) continue;
+    out.messages.reserve(h.n);
+    for (uint64_t o = h.first; o < h.first + h.n; ++o) {
+      const MessageRecord& rec = plan.records[o - plan.first];
+      ReceivedMessage m;
+      m.offset = o;
+      m.body = rec.body;
+      m.attributes = rec.attributes;
+      m.enqueue_time = FromUs(rec.enqueue_time_us);
+      m.receive_count = 1;  // Leased from the cursor: never before.
+      m.lease_deadline = h.deadline;
+      m.receipt_handle =
+          EncodeReceipt(Receipt{id_, h.gid, h.generation, o, m.receive_count});
+      out.messages.push_back(std::move(m));
+    }
+  }
   std::vector<std::shared_ptr<QueueWaiter>> wake;
+  std::vector<HandedOver> due;
   {
     absl::MutexLock lock(&mu_);
     for (const std::string& id : plan.new_dedup_ids) {
@@ -743,28 +789,19 @@ absl::StatusOr<std::vector<uint64_t>> Queue::FinishSend(
     FinishAppendLocked(plan.first, plan.records.size(), st.ok(), &wake,
                        &plan.handoffs);
     if (!plan.handoffs.empty()) ScheduleCheckLocked();
-  }
-  WakeAll(wake);
-  for (SendPlan::Handoff& h : plan.handoffs) {
-    std::vector<ReceivedMessage> out;
-    if (st.ok()) {
-      out.reserve(h.n);
-      for (uint64_t o = h.first; o < h.first + h.n; ++o) {
-        const MessageRecord& rec = plan.records[o - plan.first];
-        ReceivedMessage m;
-        m.offset = o;
-        m.body = rec.body;
-        m.attributes = rec.attributes;
-        m.enqueue_time = FromUs(rec.enqueue_time_us);
-        m.receive_count = 1;  // Leased from the cursor: never before.
-        m.lease_deadline = h.deadline;
-        m.receipt_handle = EncodeReceipt(
-            Receipt{id_, h.gid, h.generation, o, m.receive_count});
-        out.push_back(std::move(m));
+    // Like any delivery, a handoff waits for the offsets below it to be
+    // durable (or holes): an earlier send may still be in flight.
+    for (HandedOver& h : handed) {
+      if (h.messages.empty() || h.end <= committed_) {
+        due.push_back(std::move(h));
+      } else {
+        deferred_handoffs_.push_back(std::move(h));
       }
     }
-    h.waiter->Handoff(std::move(out));
+    TakeDueHandoffsLocked(&due);
   }
+  WakeAll(wake);
+  for (HandedOver& h : due) h.waiter->Handoff(std::move(h.messages));
   if (!st.ok()) return st;
   const size_t n = plan.offsets.size();
   for (size_t i = 0; i < n; ++i) {

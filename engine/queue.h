@@ -65,9 +65,10 @@ class QueueWaiter {
   // refuses: the waiter is only ever woken.
   virtual Claim TryClaim() { return {}; }
   // Called once after each successful TryClaim, without the queue's lock, on
-  // the thread the send's write completed on (which must not be held up,
-  // nor write and wait): the messages leased for it, oldest first, or none
-  // when the write failed (the waiter then looks again as if woken).
+  // the thread where a write of the queue completed (which must not be held
+  // up, nor write and wait): the messages leased for it, oldest first, once
+  // they and every offset below them are durable; or none when the send's
+  // write failed (the waiter then looks again as if woken).
   virtual void Handoff(std::vector<ReceivedMessage> messages) {}
 };
 
@@ -238,6 +239,16 @@ class Queue : public std::enable_shared_from_this<Queue> {
   // Applies the outcome of plan.batch's write; returns the offsets.
   absl::StatusOr<std::vector<uint64_t>> FinishSend(SendPlan& plan,
                                                    const absl::Status& st);
+  // A handoff whose write is done: the messages for `waiter` (none if the
+  // write failed), due once committed_ has reached `end`.
+  struct HandedOver {
+    uint64_t end = 0;
+    std::shared_ptr<QueueWaiter> waiter;
+    std::vector<ReceivedMessage> messages;
+  };
+  // Moves the deferred handoffs that are due to `due`.
+  void TakeDueHandoffsLocked(std::vector<HandedOver>* due)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Leases what it can of plan's records to parked waiters (see
   // QueueWaiter::TryClaim), adding the leases to plan->batch: a group's
   // waiters take the records when its cursor is at the first of them and
@@ -460,6 +471,8 @@ class Queue : public std::enable_shared_from_this<Queue> {
       ABSL_GUARDED_BY(mu_);
   // Offsets below committed_ whose write failed: they hold no message.
   absl::btree_set<uint64_t> holes_ ABSL_GUARDED_BY(mu_);
+  // Handoffs whose write is durable, waiting for an earlier send's.
+  std::vector<HandedOver> deferred_handoffs_ ABSL_GUARDED_BY(mu_);
   // Messages not visible yet: offset -> visible at, and the same by time
   // (entries whose time has passed are dropped about once a second).
   absl::btree_map<uint64_t, absl::Time> delayed_ ABSL_GUARDED_BY(mu_);
