@@ -500,7 +500,6 @@ class EngineImpl : public Engine {
     StorageStats stats;
     storage_->SizeBytes(&stats.sst_bytes, &stats.memtable_bytes);
     stats.writes = storage_->batches_written();
-    stats.commits = storage_->commits();
     return stats;
   }
 

@@ -119,12 +119,9 @@ struct ReadResult {
 struct StorageStats {
   uint64_t sst_bytes = 0;       // On disk, in table files.
   uint64_t memtable_bytes = 0;  // In memory, not yet flushed.
-  // Since open: the engine's writes (a send, the leases of a receive, a
-  // delete, ...), and the storage writes that committed them, each one
-  // write-ahead log record and in sync mode one fsync at most. Concurrent
-  // writes share one (group commit), so commits <= writes.
+  // The engine's writes since open (a send, the leases of a receive, a
+  // delete, ...), however many of them shared one fsync.
   uint64_t writes = 0;
-  uint64_t commits = 0;
 };
 
 struct QueueStats {

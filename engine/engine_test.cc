@@ -511,34 +511,50 @@ TEST_F(EngineTest, LongPollWakesOnSend) {
   EXPECT_EQ((*got)[0].body, "wake");
 }
 
+// A long poll (Engine::ReceiveAsync) and its answer.
+struct Poll {
+  absl::Notification done;
+  absl::StatusOr<std::vector<ReceivedMessage>> got;
+
+  // Starts it. Its first pass runs on this thread: when nothing is ready,
+  // it has parked by the time this returns.
+  void Start(Engine& engine, const ReceiveOptions& o,
+             absl::Duration wait = absl::Seconds(20)) {
+    engine.ReceiveAsync("q", o, wait, [this](auto r) {
+      got = std::move(r);
+      done.Notify();
+    });
+  }
+  // The answer, waited for generously; fails the test if there is none.
+  const std::vector<ReceivedMessage>& Answer() {
+    static const std::vector<ReceivedMessage> kNone;
+    EXPECT_TRUE(done.WaitForNotificationWithTimeout(absl::Seconds(60)));
+    EXPECT_TRUE(got.ok()) << got.status();
+    return got.ok() ? *got : kNone;
+  }
+};
+
 // A long poll parked when messages are sent has them leased in the send's
 // own write: one write (one fsync in sync mode) between the send and the
 // consumer instead of two. The lease is as durable as any other.
 TEST_F(EngineTest, LongPollTakesASendInTheSendsOwnWrite) {
   Create("q");
-  absl::Notification done;
-  absl::StatusOr<std::vector<ReceivedMessage>> got;
+  Poll poll;
   ReceiveOptions o;
   o.max_messages = 10;
   o.visibility_timeout = absl::Seconds(40);
-  // Its first pass runs on this thread, finds nothing and parks.
-  engine_->ReceiveAsync("q", o, absl::Seconds(20), [&](auto r) {
-    got = std::move(r);
-    done.Notify();
-  });
+  poll.Start(*engine_, o);
   const uint64_t before = engine_->GetStorageStats().writes;
   SendBodies("q", {"a", "b"});
-  ASSERT_TRUE(done.WaitForNotificationWithTimeout(absl::Seconds(60)));
-  ASSERT_TRUE(got.ok()) << got.status();
-  ASSERT_THAT(*got, SizeIs(2));
+  const std::vector<ReceivedMessage> got = poll.Answer();
+  ASSERT_THAT(got, SizeIs(2));
   EXPECT_EQ(engine_->GetStorageStats().writes, before + 1);
   const absl::Time deadline = clock_.Now() + absl::Seconds(40);
   for (size_t i = 0; i < 2; ++i) {
-    const ReceivedMessage& m = (*got)[i];
-    EXPECT_EQ(m.body, i == 0 ? "a" : "b");
-    EXPECT_EQ(m.offset, i);
-    EXPECT_EQ(m.receive_count, 1u);
-    EXPECT_EQ(m.lease_deadline, deadline);
+    EXPECT_EQ(got[i].body, i == 0 ? "a" : "b");
+    EXPECT_EQ(got[i].offset, i);
+    EXPECT_EQ(got[i].receive_count, 1u);
+    EXPECT_EQ(got[i].lease_deadline, deadline);
   }
   QueueStats s = Stats("q");
   EXPECT_EQ(s.in_flight, 2u);
@@ -550,41 +566,34 @@ TEST_F(EngineTest, LongPollTakesASendInTheSendsOwnWrite) {
   EXPECT_EQ(s.in_flight, 2u);
   EXPECT_EQ(s.received_total, 2u);
   EXPECT_THAT(Recv("q", 10), IsEmpty());
-  EXPECT_TRUE(DeleteOne("q", (*got)[0].receipt_handle).ok());
+  EXPECT_TRUE(DeleteOne("q", got[0].receipt_handle).ok());
   clock_.Advance(absl::Seconds(40));
   std::vector<ReceivedMessage> again = Recv("q", 10);
   ASSERT_THAT(again, SizeIs(1));
   EXPECT_EQ(again[0].body, "b");
   EXPECT_EQ(again[0].receive_count, 2u);
-  EXPECT_EQ(ChangeOne("q", (*got)[1].receipt_handle, absl::Seconds(1)).code(),
+  EXPECT_EQ(ChangeOne("q", got[1].receipt_handle, absl::Seconds(1)).code(),
             absl::StatusCode::kFailedPrecondition);
 }
 
 // Parked long polls each take what they asked for, in the order they
-// parked; what is left stays ready for the next receive.
+// parked, in the send's one write; what is left stays ready for the next
+// receive.
 TEST_F(EngineTest, SendHandsEachParkedLongPollItsShare) {
   Create("q");
-  struct Poll {
-    absl::Notification done;
-    absl::StatusOr<std::vector<ReceivedMessage>> got;
-  };
   Poll polls[2];
-  for (Poll& p : polls) {
-    ReceiveOptions o;
-    o.max_messages = 2;
-    engine_->ReceiveAsync("q", o, absl::Seconds(20), [&p](auto r) {
-      p.got = std::move(r);
-      p.done.Notify();
-    });
-  }
+  ReceiveOptions o;
+  o.max_messages = 2;
+  for (Poll& p : polls) p.Start(*engine_, o);
+  const uint64_t before = engine_->GetStorageStats().writes;
   SendBodies("q", {"a", "b", "c", "d", "e"});
   std::vector<std::string> bodies;
   for (Poll& p : polls) {
-    ASSERT_TRUE(p.done.WaitForNotificationWithTimeout(absl::Seconds(60)));
-    ASSERT_TRUE(p.got.ok()) << p.got.status();
-    ASSERT_THAT(*p.got, SizeIs(2));
-    for (const ReceivedMessage& m : *p.got) bodies.push_back(m.body);
+    const std::vector<ReceivedMessage>& got = p.Answer();
+    ASSERT_THAT(got, SizeIs(2));
+    for (const ReceivedMessage& m : got) bodies.push_back(m.body);
   }
+  EXPECT_EQ(engine_->GetStorageStats().writes, before + 1);
   EXPECT_THAT(bodies, ElementsAre("a", "b", "c", "d"));
   std::vector<ReceivedMessage> rest = Recv("q", 10);
   ASSERT_THAT(rest, SizeIs(1));
@@ -597,31 +606,24 @@ TEST_F(EngineTest, SendHandsEachParkedLongPollItsShare) {
 TEST_F(EngineTest, SendHandsOffToEveryGroupInOneWrite) {
   Create("q");
   ASSERT_TRUE(engine_->CreateGroup("q", "g", LogPosition::Latest()).ok());
-  struct Poll {
-    absl::Notification done;
-    absl::StatusOr<std::vector<ReceivedMessage>> got;
-  };
   Poll polls[2];
   const char* groups[2] = {"", "g"};
   for (int i = 0; i < 2; ++i) {
     ReceiveOptions o;
     o.group = groups[i];
-    Poll& p = polls[i];
-    engine_->ReceiveAsync("q", o, absl::Seconds(20), [&p](auto r) {
-      p.got = std::move(r);
-      p.done.Notify();
-    });
+    polls[i].Start(*engine_, o);
   }
   const uint64_t before = engine_->GetStorageStats().writes;
   SendBodies("q", {"m"});
+  std::string receipt_g;
   for (Poll& p : polls) {
-    ASSERT_TRUE(p.done.WaitForNotificationWithTimeout(absl::Seconds(60)));
-    ASSERT_TRUE(p.got.ok()) << p.got.status();
-    ASSERT_THAT(*p.got, SizeIs(1));
-    EXPECT_EQ((*p.got)[0].body, "m");
+    const std::vector<ReceivedMessage>& got = p.Answer();
+    ASSERT_THAT(got, SizeIs(1));
+    EXPECT_EQ(got[0].body, "m");
+    receipt_g = got[0].receipt_handle;  // The last is group g's.
   }
   EXPECT_EQ(engine_->GetStorageStats().writes, before + 1);
-  EXPECT_TRUE(DeleteOne("q", (*polls[1].got)[0].receipt_handle).ok());
+  EXPECT_TRUE(DeleteOne("q", receipt_g).ok());
   EXPECT_EQ(Stats("q", "g").in_flight, 0u);
   EXPECT_EQ(Stats("q").in_flight, 1u);
 }
@@ -630,40 +632,30 @@ TEST_F(EngineTest, SendHandsOffToEveryGroupInOneWrite) {
 // over by the send; the parked receive is woken when their time comes.
 TEST_F(EngineTest, DelayedAndKeyedMessagesAreNotHandedOff) {
   Create("q");
-  absl::Notification done;
-  absl::StatusOr<std::vector<ReceivedMessage>> got;
   ReceiveOptions o;
   o.max_messages = 10;
-  engine_->ReceiveAsync("q", o, absl::Seconds(20), [&](auto r) {
-    got = std::move(r);
-    done.Notify();
-  });
+  Poll delayed_poll;
+  delayed_poll.Start(*engine_, o);
   SendEntry delayed{"later", {}, {}};
   delayed.delay = absl::Seconds(5);
   ASSERT_TRUE(engine_->Send("q", {delayed}).ok());
-  EXPECT_FALSE(done.HasBeenNotified());
+  EXPECT_FALSE(delayed_poll.done.HasBeenNotified());
   clock_.Advance(absl::Seconds(5));
-  ASSERT_TRUE(done.WaitForNotificationWithTimeout(absl::Seconds(60)));
-  ASSERT_TRUE(got.ok()) << got.status();
-  ASSERT_THAT(*got, SizeIs(1));
-  EXPECT_EQ((*got)[0].body, "later");
+  const std::vector<ReceivedMessage>& later = delayed_poll.Answer();
+  ASSERT_THAT(later, SizeIs(1));
+  EXPECT_EQ(later[0].body, "later");
 
   // A parked receive of ten gets one message of a key at a time.
-  absl::Notification keyed_done;
-  absl::StatusOr<std::vector<ReceivedMessage>> keyed;
-  engine_->ReceiveAsync("q", o, absl::Seconds(20), [&](auto r) {
-    keyed = std::move(r);
-    keyed_done.Notify();
-  });
+  Poll keyed_poll;
+  keyed_poll.Start(*engine_, o);
   SendEntry first{"k1", {}, {}};
   first.ordering_key = "k";
   SendEntry second{"k2", {}, {}};
   second.ordering_key = "k";
   ASSERT_TRUE(engine_->Send("q", {first, second}).ok());
-  ASSERT_TRUE(keyed_done.WaitForNotificationWithTimeout(absl::Seconds(60)));
-  ASSERT_TRUE(keyed.ok()) << keyed.status();
-  ASSERT_THAT(*keyed, SizeIs(1));
-  EXPECT_EQ((*keyed)[0].body, "k1");
+  const std::vector<ReceivedMessage>& keyed = keyed_poll.Answer();
+  ASSERT_THAT(keyed, SizeIs(1));
+  EXPECT_EQ(keyed[0].body, "k1");
   EXPECT_THAT(Recv("q", 10), IsEmpty());
 }
 
@@ -682,21 +674,15 @@ TEST_F(EngineTest, ConcurrentSendsAndLongPollsDeliverEachMessageOnce) {
   for (int c = 0; c < kConsumers; ++c) {
     consumers.emplace_back([&] {
       for (;;) {
-        absl::Notification done;
-        absl::StatusOr<std::vector<ReceivedMessage>> got;
-        ReceiveOptions o;
-        o.max_messages = 1;
-        engine_->ReceiveAsync("q", o, absl::Seconds(20), [&](auto r) {
-          got = std::move(r);
-          done.Notify();
-        });
-        done.WaitForNotification();
-        if (!got.ok()) {
-          ADD_FAILURE() << got.status();
+        Poll poll;
+        poll.Start(*engine_, ReceiveOptions());
+        poll.done.WaitForNotification();
+        if (!poll.got.ok()) {
+          ADD_FAILURE() << poll.got.status();
           return;
         }
         bool stop = false;
-        for (const ReceivedMessage& m : *got) {
+        for (const ReceivedMessage& m : *poll.got) {
           const bool deleted = DeleteOne("q", m.receipt_handle).ok();
           absl::MutexLock lock(&mu);
           if (!deleted) ++bad_deletes;

@@ -674,18 +674,25 @@ absl::StatusOr<bool> Queue::PrepareSend(absl::Span<const SendEntry> entries,
 
 void Queue::PlanHandoffsLocked(const QueueConfig& config, SendPlan* plan) {
   const std::vector<MessageRecord>& records = plan->records;
-  // BeginAppendLocked has made visible_at_us a time for delayed records.
-  size_t eligible = 0;
-  while (eligible < records.size() && records[eligible].visible_at_us == 0 &&
-         records[eligible].ordering_key.empty()) {
-    ++eligible;
-  }
-  if (eligible == 0) return;
   const absl::Time now = FromUs(records[0].enqueue_time_us);
+  // How many records, from the first, may go at once: counted only when a
+  // group has waiters at the cursor (rarely, on a busy queue).
+  std::optional<size_t> counted;
   for (auto& [gid, gp] : groups_) {
     Group& g = *gp;
     GroupState& gs = g.state;
     if (g.waiters.empty() || gs.cursor() != plan->first) continue;
+    if (!counted.has_value()) {
+      // BeginAppendLocked has made visible_at_us a time for delayed records.
+      size_t n = 0;
+      while (n < records.size() && records[n].visible_at_us == 0 &&
+             records[n].ordering_key.empty()) {
+        ++n;
+      }
+      counted = n;
+    }
+    const size_t eligible = *counted;
+    if (eligible == 0) return;
     // Lapsed leases go first, and the waiters are woken for them.
     gs.Expire(now);
     if (gs.FirstReady().has_value()) continue;
@@ -748,18 +755,11 @@ absl::StatusOr<std::vector<uint64_t>> Queue::FinishSend(
     out.waiter = std::move(h.waiter);
     if (!st.ok()) continue;
     out.messages.reserve(h.n);
+    // Leased from the cursor: never received before.
+    const GroupState::Lease lease{h.deadline, /*receive_count=*/1};
     for (uint64_t o = h.first; o < h.first + h.n; ++o) {
-      const MessageRecord& rec = plan.records[o - plan.first];
-      ReceivedMessage m;
-      m.offset = o;
-      m.body = rec.body;
-      m.attributes = rec.attributes;
-      m.enqueue_time = FromUs(rec.enqueue_time_us);
-      m.receive_count = 1;  // Leased from the cursor: never before.
-      m.lease_deadline = h.deadline;
-      m.receipt_handle =
-          EncodeReceipt(Receipt{id_, h.gid, h.generation, o, m.receive_count});
-      out.messages.push_back(std::move(m));
+      out.messages.push_back(DeliveryOf(plan.records[o - plan.first], o, h.gid,
+                                        h.generation, lease));
     }
   }
   std::vector<std::shared_ptr<QueueWaiter>> wake;
@@ -1034,17 +1034,8 @@ void Queue::ReceiveOnceImpl(const ReceiveOptions& options,
       continue;
     }
     bytes += values[k].size();
-    ReceivedMessage m;
-    m.offset = p.offset;
-    m.body = std::move(rec.body);
-    m.attributes = std::move(rec.attributes);
-    m.ordering_key = std::move(rec.ordering_key);
-    m.enqueue_time = FromUs(rec.enqueue_time_us);
-    m.receive_count = p.lease.receive_count;
-    m.lease_deadline = p.lease.deadline;
-    m.receipt_handle = EncodeReceipt(
-        Receipt{id_, gid, generation, p.offset, p.lease.receive_count});
-    out.push_back(std::move(m));
+    out.push_back(
+        DeliveryOf(std::move(rec), p.offset, gid, generation, p.lease));
   }
 
   rocksdb::WriteBatch batch;
@@ -1293,6 +1284,22 @@ absl::StatusOr<uint64_t> Queue::Redrive(absl::string_view to_queue,
   }
   if (!error.ok() && moved == 0) return error;
   return moved;
+}
+
+ReceivedMessage Queue::DeliveryOf(MessageRecord rec, uint64_t offset,
+                                  uint32_t gid, uint32_t generation,
+                                  const GroupState::Lease& lease) const {
+  ReceivedMessage m;
+  m.offset = offset;
+  m.body = std::move(rec.body);
+  m.attributes = std::move(rec.attributes);
+  m.ordering_key = std::move(rec.ordering_key);
+  m.enqueue_time = FromUs(rec.enqueue_time_us);
+  m.receive_count = lease.receive_count;
+  m.lease_deadline = lease.deadline;
+  m.receipt_handle =
+      EncodeReceipt(Receipt{id_, gid, generation, offset, lease.receive_count});
+  return m;
 }
 
 MessageRecord Queue::DeadLetterOf(MessageRecord rec, uint64_t offset,

@@ -332,6 +332,11 @@ class Queue : public std::enable_shared_from_this<Queue> {
 
   static absl::Status ValidateSend(absl::Span<const SendEntry> entries,
                                    const QueueConfig& config);
+  // `rec` (at `offset`) as handed to a consumer of group `gid`, of
+  // `generation`, under `lease`.
+  ReceivedMessage DeliveryOf(MessageRecord rec, uint64_t offset, uint32_t gid,
+                             uint32_t generation,
+                             const GroupState::Lease& lease) const;
   // The copy of `rec` (at `offset`, received `receive_count` times by
   // `group`) that goes to the dead-letter queue.
   MessageRecord DeadLetterOf(MessageRecord rec, uint64_t offset,

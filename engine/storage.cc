@@ -223,9 +223,7 @@ absl::Status Storage::Write(rocksdb::WriteBatch* batch) {
 
 absl::Status Storage::Commit(rocksdb::WriteBatch* batch) {
   absl::Status s = FromRocks(db_->Write(write_options_, batch), "write");
-  if (!s.ok()) return s;
-  commits_.fetch_add(1, std::memory_order_relaxed);
-  if (range_deletes_due_.load(std::memory_order_relaxed)) {
+  if (s.ok() && range_deletes_due_.load(std::memory_order_relaxed)) {
     MaybeFlushRangeDeletes();
   }
   return s;

@@ -80,17 +80,16 @@ class Storage {
   absl::Status CompactAll();
   // Bytes in SST files and in memtables, over all column families.
   void SizeBytes(uint64_t* sst, uint64_t* memtables);
-  // Since open: batches written by Write and WriteAsync, and the RocksDB
-  // writes that committed them (fewer: WriteAsync merges what is queued).
+  // Batches written by Write and WriteAsync since open (WriteAsync may
+  // merge several into one RocksDB write; each counts).
   uint64_t batches_written() const {
     return batches_written_.load(std::memory_order_relaxed);
   }
-  uint64_t commits() const { return commits_.load(std::memory_order_relaxed); }
 
  private:
   Storage() = default;
 
-  // One RocksDB write (Write without the count of batches).
+  // One RocksDB write: Write, without counting a batch.
   absl::Status Commit(rocksdb::WriteBatch* batch);
   // Flushes the column families that have gathered enough range deletes.
   void MaybeFlushRangeDeletes();
@@ -113,7 +112,6 @@ class Storage {
   std::array<std::atomic<int>, 6> range_deletes_{};
   std::atomic<bool> range_deletes_due_{false};
   std::atomic<uint64_t> batches_written_{0};
-  std::atomic<uint64_t> commits_{0};
 
   absl::Mutex commit_mu_;
   std::deque<PendingWrite> commit_queue_ ABSL_GUARDED_BY(commit_mu_);
