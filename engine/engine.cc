@@ -710,6 +710,7 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Open(
   so.wal_sync_interval = options.async_wal_sync_interval;
   so.create_if_missing = options.create_if_missing;
   so.env = options.env;
+  so.after_write_for_test = options.after_blocking_write_for_test;
   absl::StatusOr<std::unique_ptr<Storage>> storage = Storage::Open(so, path);
   if (!storage.ok()) return storage.status();
   auto engine = std::make_unique<EngineImpl>(options, std::move(*storage));

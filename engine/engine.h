@@ -54,6 +54,11 @@ struct EngineOptions {
   // RocksDB environment, for fault injection in tests. Not owned; must
   // outlive the Engine. Null means the default.
   rocksdb::Env* env = nullptr;
+  // Tests only: runs on the writing thread after each blocking write to the
+  // database is done and before its effects are published (a Send's
+  // offsets, a lease's delivery). Lets a test hold one write there while
+  // others go past it. Empty in production.
+  std::function<void()> after_blocking_write_for_test;
   // Create the data directory if it does not exist.
   bool create_if_missing = true;
 };

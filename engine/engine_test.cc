@@ -705,12 +705,16 @@ TEST_F(EngineTest, ConcurrentSendsAndLongPollsDeliverEachMessageOnce) {
     });
   }
   for (std::thread& t : senders) t.join();
+  bool all_arrived;
   {
     absl::MutexLock lock(&mu);
     auto all = [&] { return bodies.size() >= kSenders * kPerSender; };
-    ASSERT_TRUE(mu.AwaitWithTimeout(absl::Condition(&all), absl::Seconds(120)));
+    all_arrived =
+        mu.AwaitWithTimeout(absl::Condition(&all), absl::Seconds(120));
   }
-  // One "stop" for each consumer, which takes one message at a time.
+  EXPECT_TRUE(all_arrived) << "not every message reached a consumer";
+  // One "stop" for each consumer, which takes one message at a time (also
+  // when some message went missing, so that the threads end either way).
   for (int c = 0; c < kConsumers; ++c) SendBodies("q", {"stop"});
   for (std::thread& t : consumers) t.join();
   absl::MutexLock lock(&mu);
@@ -722,6 +726,54 @@ TEST_F(EngineTest, ConcurrentSendsAndLongPollsDeliverEachMessageOnce) {
   EXPECT_EQ(st.in_flight, 0u);
   EXPECT_EQ(st.ready, 0u);
   EXPECT_EQ(st.received_total, st.sent_total);
+}
+
+// A handoff waits for every offset below it to be published: a send whose
+// write is done while an earlier send's is still in flight hands its
+// message over only once the earlier one has finished.
+TEST_F(EngineTest, HandoffWaitsForAnEarlierSendStillInFlight) {
+  absl::Notification held;
+  absl::Notification release;
+  std::atomic<bool> hold_next{false};
+  after_blocking_write_ = [&] {
+    if (hold_next.exchange(false)) {
+      held.Notify();
+      release.WaitForNotification();
+    }
+  };
+  Reopen();
+  Create("q");
+  Poll first;
+  Poll second;
+  first.Start(*engine_, ReceiveOptions());
+  second.Start(*engine_, ReceiveOptions());
+  const uint64_t before = engine_->GetStorageStats().writes;
+  hold_next = true;
+  // Offset 0, claimed by `first`; held after its write.
+  std::thread earlier([&] { SendBodies("q", {"a"}); });
+  const bool was_held = held.WaitForNotificationWithTimeout(absl::Seconds(60));
+  if (was_held) {
+    // Offset 1, claimed by `second`: its write is done, but offset 0 is
+    // not yet published, so `second` must not have it yet.
+    SendBodies("q", {"b"});
+    EXPECT_FALSE(second.done.HasBeenNotified());
+    EXPECT_FALSE(first.done.HasBeenNotified());
+  }
+  release.Notify();
+  earlier.join();
+  ASSERT_TRUE(was_held);
+  const std::vector<ReceivedMessage>& a = first.Answer();
+  const std::vector<ReceivedMessage>& b = second.Answer();
+  ASSERT_THAT(a, SizeIs(1));
+  ASSERT_THAT(b, SizeIs(1));
+  EXPECT_EQ(a[0].body, "a");
+  EXPECT_EQ(a[0].offset, 0u);
+  EXPECT_EQ(b[0].body, "b");
+  EXPECT_EQ(b[0].offset, 1u);
+  EXPECT_EQ(engine_->GetStorageStats().writes, before + 2);
+  EXPECT_TRUE(DeleteOne("q", b[0].receipt_handle).ok());
+  EXPECT_TRUE(DeleteOne("q", a[0].receipt_handle).ok());
+  EXPECT_EQ(Stats("q").in_flight, 0u);
 }
 
 TEST_F(EngineTest, LongPollWakesOnLapsedLease) {

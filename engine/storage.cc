@@ -161,6 +161,7 @@ absl::StatusOr<std::unique_ptr<Storage>> Storage::Open(
                                         &storage->handles_, &storage->db_);
   if (!s.ok()) return FromRocks(s, "open database");
   storage->write_options_.sync = options.sync;
+  storage->after_write_for_test_ = options.after_write_for_test;
   storage->commit_thread_ =
       std::thread([raw = storage.get()] { raw->CommitLoop(); });
   if (!options.sync && options.wal_sync_interval > absl::ZeroDuration()) {
@@ -218,6 +219,7 @@ Storage::~Storage() {
 absl::Status Storage::Write(rocksdb::WriteBatch* batch) {
   absl::Status s = Commit(batch);
   if (s.ok()) batches_written_.fetch_add(1, std::memory_order_relaxed);
+  if (after_write_for_test_) after_write_for_test_();
   return s;
 }
 

@@ -30,6 +30,10 @@ struct StorageOptions {
   absl::Duration wal_sync_interval = absl::ZeroDuration();
   bool create_if_missing = true;
   rocksdb::Env* env = nullptr;  // Not owned. Null: the default Env.
+  // Tests only: runs on the caller's thread after each Write's RocksDB
+  // write returns, before Write does. Lets a test hold one writer there
+  // while others go on. Empty in production.
+  std::function<void()> after_write_for_test;
 };
 
 // Owns the open database and its column family handles. Thread-safe.
@@ -107,6 +111,7 @@ class Storage {
   // [0] is RocksDB's default column family; the rest as named above.
   std::vector<rocksdb::ColumnFamilyHandle*> handles_;
   rocksdb::WriteOptions write_options_;
+  std::function<void()> after_write_for_test_;
   // Range deletes added per column family (by position in handles_) since
   // its last flush; range_deletes_due_ is set once one reaches the limit.
   std::array<std::atomic<int>, 6> range_deletes_{};

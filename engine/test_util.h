@@ -3,6 +3,7 @@
 #define WEIR_ENGINE_TEST_UTIL_H_
 
 #include <cstdlib>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -37,6 +38,7 @@ class EngineFixture : public ::testing::Test {
     EngineOptions options;
     options.clock = &clock_;
     options.durability = Durability::kAsync;
+    options.after_blocking_write_for_test = after_blocking_write_;
     absl::StatusOr<std::unique_ptr<Engine>> e = Engine::Open(options, dir_);
     ASSERT_TRUE(e.ok()) << e.status();
     engine_ = std::move(*e);
@@ -88,6 +90,8 @@ class EngineFixture : public ::testing::Test {
   }
 
   FakeClock clock_;
+  // Passed to the engine by the next Reopen (see EngineOptions).
+  std::function<void()> after_blocking_write_;
   std::string dir_;
   std::unique_ptr<Engine> engine_;
 };
