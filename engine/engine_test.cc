@@ -776,6 +776,48 @@ TEST_F(EngineTest, HandoffWaitsForAnEarlierSendStillInFlight) {
   EXPECT_EQ(Stats("q").in_flight, 0u);
 }
 
+// A long poll cancelled after a send claimed it, while the send's write is
+// still going: the send's write leased the message to it, so the poll ends
+// CANCELLED and the message is released for others at once.
+TEST_F(EngineTest, LongPollCancelledDuringItsHandoffReleasesTheMessage) {
+  absl::Notification held;
+  absl::Notification release;
+  std::atomic<bool> hold_next{false};
+  after_blocking_write_ = [&] {
+    if (hold_next.exchange(false)) {
+      held.Notify();
+      release.WaitForNotification();
+    }
+  };
+  Reopen();
+  Create("q");
+  absl::Notification done;
+  absl::Status status;
+  ReceiveOptions o;
+  o.visibility_timeout = absl::Hours(1);
+  std::shared_ptr<ReceiveWaiter> waiter =
+      engine_->ReceiveAsync("q", o, absl::Seconds(20), [&](auto r) {
+        status = r.status();
+        done.Notify();
+      });
+  ASSERT_NE(waiter, nullptr);
+  hold_next = true;
+  std::thread sender([&] { SendBodies("q", {"m"}); });
+  const bool was_held = held.WaitForNotificationWithTimeout(absl::Seconds(60));
+  waiter->Cancel();
+  // Claimed by the send: the cancel waits for the handoff.
+  EXPECT_FALSE(done.HasBeenNotified());
+  release.Notify();
+  sender.join();
+  ASSERT_TRUE(was_held);
+  ASSERT_TRUE(done.WaitForNotificationWithTimeout(absl::Seconds(60)));
+  EXPECT_EQ(status.code(), absl::StatusCode::kCancelled);
+  std::vector<ReceivedMessage> again = Recv("q");
+  ASSERT_THAT(again, SizeIs(1));
+  EXPECT_EQ(again[0].body, "m");
+  EXPECT_EQ(again[0].receive_count, 2u);  // The handoff's lease counted.
+}
+
 TEST_F(EngineTest, LongPollWakesOnLapsedLease) {
   Create("q");
   SendBodies("q", {"m"});
