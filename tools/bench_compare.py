@@ -585,7 +585,9 @@ def chart(results, img_dir, gnuplot):
             for s in systems:
                 r = find(results, s, tier, name)
                 row.append(f"{r[key]:.1f}" if r and r[key] else "NaN")
-            f.write(f'"{title}" ' + " ".join(row) + "\n")
+            # A scenario no system ran (a tier left out) gets no empty slot.
+            if any(v != "NaN" for v in row):
+                f.write(f'"{title}" ' + " ".join(row) + "\n")
     png = os.path.join(img_dir, "bench-compare.png")
     script = f"""
 set terminal pngcairo size 1100,560 font ",10"
