@@ -728,30 +728,52 @@ TEST_F(EngineTest, ConcurrentSendsAndLongPollsDeliverEachMessageOnce) {
   EXPECT_EQ(st.received_total, st.sent_total);
 }
 
+// Tests that hold one blocking write of the engine once RocksDB has it and
+// before its effects are published (EngineOptions::
+// after_blocking_write_for_test), while other calls go on.
+class EngineWriteHoldTest : public EngineFixture {
+ protected:
+  void SetUp() override {
+    after_blocking_write_ = [this] {
+      if (hold_next_.exchange(false)) {
+        held_.Notify();
+        release_.WaitForNotification();
+      }
+    };
+    EngineFixture::SetUp();
+  }
+  // The engine's hook refers to this fixture's members: closed before they
+  // are destroyed.
+  void TearDown() override { engine_.reset(); }
+
+  // Holds the next blocking write until ReleaseHeld.
+  void HoldNextWrite() { hold_next_ = true; }
+  // Whether a write was held, waited for generously.
+  bool WaitUntilHeld() {
+    return held_.WaitForNotificationWithTimeout(absl::Seconds(60));
+  }
+  void ReleaseHeld() { release_.Notify(); }
+
+ private:
+  std::atomic<bool> hold_next_{false};
+  absl::Notification held_;
+  absl::Notification release_;
+};
+
 // A handoff waits for every offset below it to be published: a send whose
 // write is done while an earlier send's is still in flight hands its
 // message over only once the earlier one has finished.
-TEST_F(EngineTest, HandoffWaitsForAnEarlierSendStillInFlight) {
-  absl::Notification held;
-  absl::Notification release;
-  std::atomic<bool> hold_next{false};
-  after_blocking_write_ = [&] {
-    if (hold_next.exchange(false)) {
-      held.Notify();
-      release.WaitForNotification();
-    }
-  };
-  Reopen();
+TEST_F(EngineWriteHoldTest, HandoffWaitsForAnEarlierSendStillInFlight) {
   Create("q");
   Poll first;
   Poll second;
   first.Start(*engine_, ReceiveOptions());
   second.Start(*engine_, ReceiveOptions());
   const uint64_t before = engine_->GetStorageStats().writes;
-  hold_next = true;
+  HoldNextWrite();
   // Offset 0, claimed by `first`; held after its write.
   std::thread earlier([&] { SendBodies("q", {"a"}); });
-  const bool was_held = held.WaitForNotificationWithTimeout(absl::Seconds(60));
+  const bool was_held = WaitUntilHeld();
   if (was_held) {
     // Offset 1, claimed by `second`: its write is done, but offset 0 is
     // not yet published, so `second` must not have it yet.
@@ -759,7 +781,7 @@ TEST_F(EngineTest, HandoffWaitsForAnEarlierSendStillInFlight) {
     EXPECT_FALSE(second.done.HasBeenNotified());
     EXPECT_FALSE(first.done.HasBeenNotified());
   }
-  release.Notify();
+  ReleaseHeld();
   earlier.join();
   ASSERT_TRUE(was_held);
   const std::vector<ReceivedMessage>& a = first.Answer();
@@ -779,17 +801,8 @@ TEST_F(EngineTest, HandoffWaitsForAnEarlierSendStillInFlight) {
 // A long poll cancelled after a send claimed it, while the send's write is
 // still going: the send's write leased the message to it, so the poll ends
 // CANCELLED and the message is released for others at once.
-TEST_F(EngineTest, LongPollCancelledDuringItsHandoffReleasesTheMessage) {
-  absl::Notification held;
-  absl::Notification release;
-  std::atomic<bool> hold_next{false};
-  after_blocking_write_ = [&] {
-    if (hold_next.exchange(false)) {
-      held.Notify();
-      release.WaitForNotification();
-    }
-  };
-  Reopen();
+TEST_F(EngineWriteHoldTest,
+       LongPollCancelledDuringItsHandoffReleasesTheMessage) {
   Create("q");
   absl::Notification done;
   absl::Status status;
@@ -801,13 +814,13 @@ TEST_F(EngineTest, LongPollCancelledDuringItsHandoffReleasesTheMessage) {
         done.Notify();
       });
   ASSERT_NE(waiter, nullptr);
-  hold_next = true;
+  HoldNextWrite();
   std::thread sender([&] { SendBodies("q", {"m"}); });
-  const bool was_held = held.WaitForNotificationWithTimeout(absl::Seconds(60));
+  const bool was_held = WaitUntilHeld();
   waiter->Cancel();
   // Claimed by the send: the cancel waits for the handoff.
   EXPECT_FALSE(done.HasBeenNotified());
-  release.Notify();
+  ReleaseHeld();
   sender.join();
   ASSERT_TRUE(was_held);
   ASSERT_TRUE(done.WaitForNotificationWithTimeout(absl::Seconds(60)));
