@@ -28,6 +28,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "engine/clock.h"
@@ -453,6 +454,52 @@ TEST_F(PowerCutTest, WritesResumeOnceTheDiskHasSpaceAgain) {
   ASSERT_TRUE(after.ok()) << after.status();
   EXPECT_EQ(Bodies(DrainReady(*f.engine)),
             (std::vector<std::string>{"before", "after"}));
+}
+
+// A long poll parked when a send fails (a full disk) had that send's
+// message leased to it in the send's own write, which never happened: it
+// is handed nothing, goes on waiting, and gets the first message that is
+// written once the disk has space again.
+TEST_F(PowerCutTest, AParkedPollIsNotHandedASendThatFailed) {
+  dir_ = NewDir();
+  ASSERT_FALSE(dir_.empty());
+  FaultyEngine f = OpenFaulty(dir_, &clock_);
+  ASSERT_NE(f.engine, nullptr);
+  absl::Notification done;
+  absl::StatusOr<std::vector<ReceivedMessage>> got;
+  ReceiveOptions o;
+  o.max_messages = 10;
+  o.visibility_timeout = kLease;
+  // Nothing is ready: it parks (the fake clock never ends its wait).
+  f.engine->ReceiveAsync(kQueue, o, absl::Seconds(20), [&](auto r) {
+    got = std::move(r);
+    done.Notify();
+  });
+
+  f.fs->SetDiskFull(true);
+  EXPECT_EQ(SendBody(*f.engine, "while full").status().code(),
+            absl::StatusCode::kResourceExhausted);
+  f.fs->SetDiskFull(false);
+  absl::StatusOr<std::vector<uint64_t>> after;
+  const absl::Time deadline = absl::Now() + absl::Seconds(60);
+  for (;;) {
+    after = SendBody(*f.engine, "after");
+    if (after.ok() || absl::Now() > deadline) break;
+    absl::SleepFor(absl::Milliseconds(50));  // RocksDB's recovery.
+  }
+  ASSERT_TRUE(after.ok()) << after.status();
+
+  ASSERT_TRUE(done.WaitForNotificationWithTimeout(absl::Seconds(60)));
+  ASSERT_TRUE(got.ok()) << got.status();
+  ASSERT_EQ(got->size(), 1u);
+  EXPECT_EQ((*got)[0].body, "after");
+  EXPECT_EQ((*got)[0].offset, (*after)[0]);
+  EXPECT_EQ((*got)[0].receive_count, 1u);
+  EXPECT_TRUE(DrainReady(*f.engine).empty());
+  absl::StatusOr<std::vector<absl::Status>> deleted =
+      f.engine->Delete(kQueue, {(*got)[0].receipt_handle});
+  ASSERT_TRUE(deleted.ok()) << deleted.status();
+  EXPECT_TRUE((*deleted)[0].ok()) << (*deleted)[0];
 }
 
 // Any other write error fails the call with UNAVAILABLE and acknowledges
