@@ -428,6 +428,24 @@ std::vector<std::string> Bodies(const std::map<uint64_t, ReceivedMessage>& m) {
   return out;
 }
 
+// Fills the disk, checks that a send ("while full") fails with
+// RESOURCE_EXHAUSTED, frees it, and sends `body` until RocksDB's background
+// recovery from the full disk lets it through (polled, up to a minute).
+absl::StatusOr<std::vector<uint64_t>> FailWhileFullThenSend(
+    FaultyEngine& f, const std::string& body) {
+  f.fs->SetDiskFull(true);
+  EXPECT_EQ(SendBody(*f.engine, "while full").status().code(),
+            absl::StatusCode::kResourceExhausted);
+  f.fs->SetDiskFull(false);
+  absl::StatusOr<std::vector<uint64_t>> sent;
+  const absl::Time deadline = absl::Now() + absl::Seconds(60);
+  for (;;) {
+    sent = SendBody(*f.engine, body);
+    if (sent.ok() || absl::Now() > deadline) return sent;
+    absl::SleepFor(absl::Milliseconds(50));
+  }
+}
+
 // A full disk fails writes with RESOURCE_EXHAUSTED and acknowledges
 // nothing; once there is space again, writes go through again by
 // themselves (RocksDB's recovery from a full disk), without a restart.
@@ -437,20 +455,8 @@ TEST_F(PowerCutTest, WritesResumeOnceTheDiskHasSpaceAgain) {
   FaultyEngine f = OpenFaulty(dir_, &clock_);
   ASSERT_NE(f.engine, nullptr);
   ASSERT_TRUE(SendBody(*f.engine, "before").ok());
-
-  f.fs->SetDiskFull(true);
-  EXPECT_EQ(SendBody(*f.engine, "while full").status().code(),
-            absl::StatusCode::kResourceExhausted);
-  f.fs->SetDiskFull(false);
-
-  // The recovery runs in the background: poll for it, up to a minute.
-  absl::StatusOr<std::vector<uint64_t>> after;
-  const absl::Time deadline = absl::Now() + absl::Seconds(60);
-  for (;;) {
-    after = SendBody(*f.engine, "after");
-    if (after.ok() || absl::Now() > deadline) break;
-    absl::SleepFor(absl::Milliseconds(50));
-  }
+  absl::StatusOr<std::vector<uint64_t>> after =
+      FailWhileFullThenSend(f, "after");
   ASSERT_TRUE(after.ok()) << after.status();
   EXPECT_EQ(Bodies(DrainReady(*f.engine)),
             (std::vector<std::string>{"before", "after"}));
@@ -476,17 +482,8 @@ TEST_F(PowerCutTest, AParkedPollIsNotHandedASendThatFailed) {
     done.Notify();
   });
 
-  f.fs->SetDiskFull(true);
-  EXPECT_EQ(SendBody(*f.engine, "while full").status().code(),
-            absl::StatusCode::kResourceExhausted);
-  f.fs->SetDiskFull(false);
-  absl::StatusOr<std::vector<uint64_t>> after;
-  const absl::Time deadline = absl::Now() + absl::Seconds(60);
-  for (;;) {
-    after = SendBody(*f.engine, "after");
-    if (after.ok() || absl::Now() > deadline) break;
-    absl::SleepFor(absl::Milliseconds(50));  // RocksDB's recovery.
-  }
+  absl::StatusOr<std::vector<uint64_t>> after =
+      FailWhileFullThenSend(f, "after");
   ASSERT_TRUE(after.ok()) << after.status();
 
   ASSERT_TRUE(done.WaitForNotificationWithTimeout(absl::Seconds(60)));
