@@ -316,9 +316,10 @@ absl::StatusOr<uint64_t> Client::SendBody(
   return offsets->front();
 }
 
-absl::StatusOr<std::vector<v1::Message>> Client::Receive(
-    const std::string& queue, const ReceiveOptions& options,
-    const CallOptions& call) {
+namespace {
+
+v1::ReceiveRequest ReceiveRequestOf(const std::string& queue,
+                                    const ReceiveOptions& options) {
   v1::ReceiveRequest request;
   request.set_queue(queue);
   request.set_group(options.group);
@@ -328,17 +329,54 @@ absl::StatusOr<std::vector<v1::Message>> Client::Receive(
         absl::ToInt64Milliseconds(*options.visibility_timeout));
   }
   request.set_wait_time_ms(absl::ToInt64Milliseconds(options.wait));
-  v1::ReceiveResponse response;
-  grpc::ClientContext context;
-  // The long poll may use all of its wait before the server answers.
-  SetDeadline(context, call, std::max(options.wait, absl::ZeroDuration()));
-  grpc::Status status =
-      CallAndWait(stub_->async(), &v1::Weir::Stub::async::Receive, &context,
-                  request, &response);
-  if (!status.ok()) return FromGrpcStatus(status);
+  return request;
+}
+
+std::vector<v1::Message> TakeMessages(v1::ReceiveResponse& response) {
   return std::vector<v1::Message>(
       std::make_move_iterator(response.mutable_messages()->begin()),
       std::make_move_iterator(response.mutable_messages()->end()));
+}
+
+}  // namespace
+
+grpc::Status Client::CallReceive(const v1::ReceiveRequest& request,
+                                 absl::Duration wait, const CallOptions& call,
+                                 v1::ReceiveResponse* response) {
+  grpc::ClientContext context;
+  // The long poll may use all of its wait before the server answers.
+  SetDeadline(context, call, std::max(wait, absl::ZeroDuration()));
+  return CallAndWait(stub_->async(), &v1::Weir::Stub::async::Receive, &context,
+                     request, response);
+}
+
+absl::StatusOr<std::vector<v1::Message>> Client::Receive(
+    const std::string& queue, const ReceiveOptions& options,
+    const CallOptions& call) {
+  v1::ReceiveResponse response;
+  grpc::Status status = CallReceive(ReceiveRequestOf(queue, options),
+                                    options.wait, call, &response);
+  if (!status.ok()) return FromGrpcStatus(status);
+  return TakeMessages(response);
+}
+
+absl::StatusOr<Client::DeleteAndReceiveResult> Client::DeleteAndReceive(
+    const std::string& queue, const std::vector<std::string>& receipts,
+    const ReceiveOptions& options, const CallOptions& call) {
+  v1::ReceiveRequest request = ReceiveRequestOf(queue, options);
+  for (const std::string& r : receipts) request.add_delete_receipt_handles(r);
+  v1::ReceiveResponse response;
+  grpc::Status status = CallReceive(request, options.wait, call, &response);
+  if (!status.ok()) return FromGrpcStatus(status);
+  DeleteAndReceiveResult result;
+  if (absl::Status s =
+          AppendResults(response.delete_results(),
+                        request.delete_receipt_handles_size(), result.deletes);
+      !s.ok()) {
+    return s;
+  }
+  result.messages = TakeMessages(response);
+  return result;
 }
 
 absl::StatusOr<std::vector<absl::Status>> Client::Delete(

@@ -154,6 +154,19 @@ class Client {
   absl::StatusOr<std::vector<v1::Message>> Receive(
       const std::string& queue, const ReceiveOptions& options = {},
       const CallOptions& call = {});
+  // Deletes `receipts` (at most 1000), then leases as Receive does, in one
+  // call: a consumer acknowledges its last batch and takes the next. A call
+  // refused for its options deletes nothing; one that fails later
+  // (cancelled, deadline) may have deleted them, and deleting again is
+  // harmless.
+  struct DeleteAndReceiveResult {
+    // One per receipt, in order, as from Delete.
+    std::vector<absl::Status> deletes;
+    std::vector<v1::Message> messages;
+  };
+  absl::StatusOr<DeleteAndReceiveResult> DeleteAndReceive(
+      const std::string& queue, const std::vector<std::string>& receipts,
+      const ReceiveOptions& options = {}, const CallOptions& call = {});
   // Deletes by receipt. The outer status is the call's; the vector has one
   // status per receipt, in order (FAILED_PRECONDITION: the lease ended).
   // More than 1000 receipts are sent as several calls.
@@ -204,6 +217,11 @@ class Client {
                    absl::Duration extra = absl::ZeroDuration()) const;
 
  private:
+  // One Receive call, its deadline stretched by `wait`.
+  grpc::Status CallReceive(const v1::ReceiveRequest& request,
+                           absl::Duration wait, const CallOptions& call,
+                           v1::ReceiveResponse* response);
+
   ClientOptions options_;
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::Weir::Stub> stub_;

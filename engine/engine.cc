@@ -210,6 +210,36 @@ class PendingReceive : public QueueWaiter,
   bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
 };
 
+// The waiter of DeleteAndReceiveAsync: before the receive starts (while the
+// deletes are written) a cancel is remembered; after, it goes to the
+// receive's own waiter.
+class DeleteThenReceive : public ReceiveWaiter {
+ public:
+  void Cancel() override {
+    std::shared_ptr<ReceiveWaiter> receive;
+    {
+      absl::MutexLock lock(&mu_);
+      cancelled_ = true;
+      receive = receive_;
+    }
+    if (receive != nullptr) receive->Cancel();
+  }
+
+  // Called once, before `receive` starts; false if already cancelled (and
+  // the receive must not start).
+  bool Attach(std::shared_ptr<ReceiveWaiter> receive) {
+    absl::MutexLock lock(&mu_);
+    if (cancelled_) return false;
+    receive_ = std::move(receive);
+    return true;
+  }
+
+ private:
+  absl::Mutex mu_;
+  bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
+  std::shared_ptr<ReceiveWaiter> receive_ ABSL_GUARDED_BY(mu_);
+};
+
 // The caller's end of a subscription: closing it (or dropping it) stops the
 // core, which may live on a little in queued engine tasks.
 class SubscriptionHandle : public Subscription {
@@ -559,6 +589,72 @@ class EngineImpl : public Engine {
         clock_);
     pending->Start();
     return pending;
+  }
+
+  std::shared_ptr<ReceiveWaiter> DeleteAndReceiveAsync(
+      absl::string_view queue, absl::Span<const std::string> receipts,
+      const ReceiveOptions& options, absl::Duration wait,
+      DeleteAndReceiveCallback done) override {
+    std::shared_ptr<Queue> q = Find(queue);
+    absl::Status refused;
+    if (q == nullptr) {
+      refused = QueueNotFound(queue);
+    } else if (wait < absl::ZeroDuration() || wait > Limits::kMaxWaitTime) {
+      refused = absl::InvalidArgumentError(
+          absl::StrCat("wait time ", absl::FormatDuration(wait),
+                       " is out of range [0, 20s]"));
+    } else if (receipts.size() > Limits::kMaxBatchEntries) {
+      refused = absl::InvalidArgumentError(
+          absl::StrCat("at most ", Limits::kMaxBatchEntries,
+                       " receipts to delete, got ", receipts.size()));
+    } else {
+      refused = q->CheckReceive(options);
+    }
+    if (!refused.ok()) {
+      done(std::move(refused));
+      return nullptr;
+    }
+    const absl::Time expire = clock_->Now() + wait;
+    auto chain = std::make_shared<DeleteThenReceive>();
+    auto finish = std::make_shared<DeleteAndReceiveCallback>(std::move(done));
+    // Starts the receive once the deletes are durable.
+    auto receive = [chain, finish, weak = std::weak_ptr<Queue>(q), options,
+                    expire, dispatcher = dispatcher_.get(),
+                    clock = clock_](std::vector<absl::Status> deletes) {
+      auto pending = std::make_shared<PendingReceive>(
+          weak, options, expire,
+          [finish, deletes = std::move(deletes)](
+              absl::StatusOr<std::vector<ReceivedMessage>> r) mutable {
+            if (!r.ok()) {
+              (*finish)(r.status());
+              return;
+            }
+            (*finish)(
+                DeleteAndReceiveResult{std::move(deletes), std::move(*r)});
+          },
+          dispatcher, clock);
+      if (!chain->Attach(pending)) {
+        (*finish)(absl::CancelledError("receive cancelled"));
+        return;
+      }
+      pending->Start();
+    };
+    if (receipts.empty()) {
+      receive({});
+      return chain;
+    }
+    // The deletes complete on the storage's commit thread, which must not
+    // be held up: the receive's first pass runs on an engine thread.
+    q->DeleteAsync(receipts, [finish, receive, dispatcher = dispatcher_.get()](
+                                 absl::StatusOr<std::vector<absl::Status>> r) {
+      if (!r.ok()) {
+        (*finish)(r.status());
+        return;
+      }
+      dispatcher->Run(
+          [receive, deletes = std::move(*r)]() { receive(deletes); });
+    });
+    return chain;
   }
 
   absl::StatusOr<std::unique_ptr<Subscription>> Subscribe(

@@ -194,6 +194,17 @@ using SendCallback = std::function<void(absl::StatusOr<std::vector<uint64_t>>)>;
 using ReceiveCallback =
     std::function<void(absl::StatusOr<std::vector<ReceivedMessage>>)>;
 
+// What Engine::DeleteAndReceiveAsync answers.
+struct DeleteAndReceiveResult {
+  // One per receipt, in order, as Delete answers them.
+  std::vector<absl::Status> deletes;
+  // As ReceiveAsync answers them; may be empty.
+  std::vector<ReceivedMessage> messages;
+};
+
+using DeleteAndReceiveCallback =
+    std::function<void(absl::StatusOr<DeleteAndReceiveResult>)>;
+
 struct SubscribeOptions {
   // The consumer group; empty for the default group.
   std::string group;
@@ -400,6 +411,24 @@ class Engine {
   virtual std::shared_ptr<ReceiveWaiter> ReceiveAsync(
       absl::string_view queue, const ReceiveOptions& options,
       absl::Duration wait, ReceiveCallback done) = 0;
+
+  // Deletes `receipts` (0..1000, as Delete) and then receives as
+  // ReceiveAsync does, so that a consumer acknowledges its last batch and
+  // asks for the next in one call. Everything that can be checked up front
+  // is checked before anything is deleted: the queue, the options, the
+  // group, the wait and the number of receipts; a call refused for them
+  // changes nothing. The receive starts once the deletes are durable (and
+  // not at all when their write fails: `done` gets that error), with the
+  // wait counted from this call. When the receive fails after that
+  // (cancelled, the queue or group deleted meanwhile, shutdown), `done` gets
+  // its error and the deletes stay applied; deleting them again is harmless
+  // (OK for a message already deleted). `done` runs exactly once, as for
+  // ReceiveAsync; the waiter cancels the receive, and cancelling while the
+  // deletes are being written ends the call with CANCELLED once they are.
+  virtual std::shared_ptr<ReceiveWaiter> DeleteAndReceiveAsync(
+      absl::string_view queue, absl::Span<const std::string> receipts,
+      const ReceiveOptions& options, absl::Duration wait,
+      DeleteAndReceiveCallback done) = 0;
 
   // Starts a push consumer of `queue`'s group options.group (see
   // Subscription): NOT_FOUND for an unknown queue or group, INVALID_ARGUMENT

@@ -997,6 +997,235 @@ TEST_F(EngineTest, SyncDurabilityWorksWithConcurrentSenders) {
   EXPECT_EQ(Stats("q").ready, 400u);
 }
 
+// --- DeleteAndReceiveAsync. ---
+
+// One DeleteAndReceiveAsync call and its answer.
+struct DeleteAndPoll {
+  absl::Notification done;
+  absl::StatusOr<DeleteAndReceiveResult> got;
+  std::shared_ptr<ReceiveWaiter> waiter;
+
+  void Start(Engine& engine, const std::vector<std::string>& receipts,
+             const ReceiveOptions& o = ReceiveOptions(),
+             absl::Duration wait = absl::ZeroDuration(),
+             const std::string& queue = "q") {
+    waiter =
+        engine.DeleteAndReceiveAsync(queue, receipts, o, wait, [this](auto r) {
+          got = std::move(r);
+          done.Notify();
+        });
+  }
+  // The call's outcome, waited for generously.
+  absl::Status Wait() {
+    if (!done.WaitForNotificationWithTimeout(absl::Seconds(60))) {
+      return absl::DeadlineExceededError("no answer within 60 s");
+    }
+    return got.status();
+  }
+};
+
+std::vector<std::string> Receipts(const std::vector<ReceivedMessage>& m) {
+  std::vector<std::string> out;
+  for (const ReceivedMessage& r : m) out.push_back(r.receipt_handle);
+  return out;
+}
+
+TEST_F(EngineTest, DeleteAndReceiveDeletesTheLastBatchAndLeasesTheNext) {
+  Create("q");
+  SendBodies("q", {"a", "b", "c", "d"});
+  const std::vector<ReceivedMessage> first = Recv("q", 2);
+  ASSERT_THAT(first, SizeIs(2));
+  DeleteAndPoll call;
+  ReceiveOptions o;
+  o.max_messages = 10;
+  o.visibility_timeout = absl::Seconds(40);
+  call.Start(*engine_, Receipts(first), o);
+  ASSERT_TRUE(call.Wait().ok()) << call.got.status();
+  EXPECT_THAT(call.got->deletes,
+              ElementsAre(absl::OkStatus(), absl::OkStatus()));
+  ASSERT_THAT(call.got->messages, SizeIs(2));
+  EXPECT_EQ(call.got->messages[0].body, "c");
+  EXPECT_EQ(call.got->messages[1].body, "d");
+  EXPECT_EQ(call.got->messages[0].lease_deadline,
+            clock_.Now() + absl::Seconds(40));
+  QueueStats s = Stats("q");
+  EXPECT_EQ(s.deleted_total, 2u);
+  EXPECT_EQ(s.in_flight, 2u);
+  EXPECT_EQ(s.ready, 0u);
+  // What was deleted never comes back; what was leased does, once lapsed.
+  clock_.Advance(absl::Minutes(5));
+  const std::vector<ReceivedMessage> again = Recv("q", 10);
+  ASSERT_THAT(again, SizeIs(2));
+  EXPECT_EQ(again[0].body, "c");
+  EXPECT_EQ(again[1].body, "d");
+}
+
+// Each receipt gets its own outcome, as from Delete, and the receive goes
+// ahead whatever they are.
+TEST_F(EngineTest, DeleteAndReceiveAnswersEachReceipt) {
+  Create("q");
+  SendBodies("q", {"a", "b", "c"});
+  const std::vector<ReceivedMessage> a = Recv("q", 1, absl::Seconds(5));
+  ASSERT_THAT(a, SizeIs(1));
+  clock_.Advance(absl::Seconds(5));
+  // `a` lapsed and is leased again: its first receipt is stale.
+  const std::vector<ReceivedMessage> a2 = Recv("q", 1);
+  ASSERT_THAT(a2, SizeIs(1));
+  ASSERT_EQ(a2[0].offset, a[0].offset);
+  const std::vector<ReceivedMessage> b = Recv("q", 1);
+  ASSERT_THAT(b, SizeIs(1));
+  DeleteAndPoll call;
+  call.Start(*engine_, {a[0].receipt_handle, "not a receipt",
+                        b[0].receipt_handle, b[0].receipt_handle});
+  ASSERT_TRUE(call.Wait().ok()) << call.got.status();
+  ASSERT_THAT(call.got->deletes, SizeIs(4));
+  EXPECT_EQ(call.got->deletes[0].code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(call.got->deletes[1].code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(call.got->deletes[2].ok());
+  EXPECT_TRUE(call.got->deletes[3].ok());
+  ASSERT_THAT(call.got->messages, SizeIs(1));
+  EXPECT_EQ(call.got->messages[0].body, "c");
+  QueueStats s = Stats("q");
+  EXPECT_EQ(s.deleted_total, 1u);
+  EXPECT_EQ(s.in_flight, 2u);  // a (second lease) and c.
+}
+
+TEST_F(EngineTest, DeleteAndReceiveWithNoReceiptsIsAReceive) {
+  Create("q");
+  SendBodies("q", {"a"});
+  DeleteAndPoll call;
+  call.Start(*engine_, {});
+  ASSERT_TRUE(call.Wait().ok()) << call.got.status();
+  EXPECT_THAT(call.got->deletes, IsEmpty());
+  ASSERT_THAT(call.got->messages, SizeIs(1));
+  EXPECT_EQ(call.got->messages[0].body, "a");
+}
+
+// A call refused for its receive options (or its size) deletes nothing.
+TEST_F(EngineTest, DeleteAndReceiveRefusedUpFrontDeletesNothing) {
+  Create("q");
+  SendBodies("q", {"a", "b"});
+  const std::vector<ReceivedMessage> a = Recv("q", 1);
+  ASSERT_THAT(a, SizeIs(1));
+  const std::vector<std::string> receipts = Receipts(a);
+  struct Case {
+    const char* what;
+    std::string queue = "q";
+    ReceiveOptions options;
+    absl::Duration wait = absl::ZeroDuration();
+    size_t copies = 1;
+    absl::StatusCode code;
+  };
+  std::vector<Case> cases(7);
+  cases[0].what = "max_messages 0";
+  cases[0].options.max_messages = 0;
+  cases[0].code = absl::StatusCode::kInvalidArgument;
+  cases[1].what = "max_messages 1001";
+  cases[1].options.max_messages = 1001;
+  cases[1].code = absl::StatusCode::kInvalidArgument;
+  cases[2].what = "negative visibility timeout";
+  cases[2].options.visibility_timeout = absl::Seconds(-1);
+  cases[2].code = absl::StatusCode::kInvalidArgument;
+  cases[3].what = "unknown group";
+  cases[3].options.group = "nobody";
+  cases[3].code = absl::StatusCode::kNotFound;
+  cases[4].what = "wait over 20 s";
+  cases[4].wait = absl::Seconds(21);
+  cases[4].code = absl::StatusCode::kInvalidArgument;
+  cases[5].what = "1001 receipts";
+  cases[5].copies = 1001;
+  cases[5].code = absl::StatusCode::kInvalidArgument;
+  cases[6].what = "unknown queue";
+  cases[6].queue = "nope";
+  cases[6].code = absl::StatusCode::kNotFound;
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.what);
+    std::vector<std::string> many;
+    for (size_t i = 0; i < c.copies; ++i) many.push_back(receipts[0]);
+    DeleteAndPoll call;
+    call.Start(*engine_, many, c.options, c.wait, c.queue);
+    EXPECT_EQ(call.Wait().code(), c.code) << call.got.status();
+    EXPECT_EQ(call.waiter, nullptr);
+    QueueStats s = Stats("q");
+    EXPECT_EQ(s.deleted_total, 0u);
+    EXPECT_EQ(s.in_flight, 1u);
+    EXPECT_EQ(s.ready, 1u);
+  }
+  EXPECT_TRUE(DeleteOne("q", receipts[0]).ok());
+}
+
+// With nothing ready the receive long-polls after deleting, and a send ends
+// the wait.
+TEST_F(EngineTest, DeleteAndReceiveLongPollsAfterTheDeletes) {
+  Create("q");
+  SendBodies("q", {"a"});
+  const std::vector<ReceivedMessage> a = Recv("q", 1);
+  ASSERT_THAT(a, SizeIs(1));
+  DeleteAndPoll call;
+  call.Start(*engine_, Receipts(a), ReceiveOptions(), absl::Seconds(20));
+  // The fake clock never moves: only the send can end the wait.
+  SendBodies("q", {"b"});
+  ASSERT_TRUE(call.Wait().ok()) << call.got.status();
+  EXPECT_THAT(call.got->deletes, ElementsAre(absl::OkStatus()));
+  ASSERT_THAT(call.got->messages, SizeIs(1));
+  EXPECT_EQ(call.got->messages[0].body, "b");
+  EXPECT_EQ(Stats("q").deleted_total, 1u);
+}
+
+// Cancelling, whether it comes while the deletes are being written or once
+// the receive waits, ends the call with CANCELLED; the deletes stay applied
+// and nothing stays leased to the call.
+TEST_F(EngineTest, CancelledDeleteAndReceiveKeepsItsDeletesAndLeasesNothing) {
+  Create("q");
+  SendBodies("q", {"a"});
+  const std::vector<ReceivedMessage> a = Recv("q", 1);
+  ASSERT_THAT(a, SizeIs(1));
+  DeleteAndPoll call;
+  call.Start(*engine_, Receipts(a), ReceiveOptions(), absl::Seconds(20));
+  ASSERT_NE(call.waiter, nullptr);
+  call.waiter->Cancel();
+  EXPECT_EQ(call.Wait().code(), absl::StatusCode::kCancelled);
+  EXPECT_EQ(Stats("q").deleted_total, 1u);
+  SendBodies("q", {"b"});
+  const std::vector<ReceivedMessage> b = Recv("q", 10);
+  ASSERT_THAT(b, SizeIs(1));
+  EXPECT_EQ(b[0].body, "b");
+}
+
+TEST_F(EngineTest, DeleteAndReceiveEndsWhenItsQueueIsDeletedWhileItWaits) {
+  Create("q");
+  SendBodies("q", {"a"});
+  const std::vector<ReceivedMessage> a = Recv("q", 1);
+  ASSERT_THAT(a, SizeIs(1));
+  DeleteAndPoll call;
+  call.Start(*engine_, Receipts(a), ReceiveOptions(), absl::Seconds(20));
+  // Once the deletes are done the receive parks; deleting the queue ends it
+  // either way.
+  ASSERT_TRUE(engine_->DeleteQueue("q").ok());
+  const absl::StatusCode code = call.Wait().code();
+  EXPECT_TRUE(code == absl::StatusCode::kNotFound ||
+              code == absl::StatusCode::kUnavailable)
+      << call.got.status();
+}
+
+// The deletes are as durable as Delete's: a reopened engine still has them.
+TEST_F(EngineTest, DeleteAndReceiveDeletesSurviveAReopen) {
+  Create("q");
+  SendBodies("q", {"a", "b"});
+  const std::vector<ReceivedMessage> a = Recv("q", 1, absl::Seconds(5));
+  ASSERT_THAT(a, SizeIs(1));
+  DeleteAndPoll call;
+  call.Start(*engine_, Receipts(a), ReceiveOptions());
+  ASSERT_TRUE(call.Wait().ok()) << call.got.status();
+  ASSERT_THAT(call.got->messages, SizeIs(1));
+  Reopen();
+  clock_.Advance(absl::Minutes(1));
+  const std::vector<ReceivedMessage> left = Recv("q", 10);
+  ASSERT_THAT(left, SizeIs(1));
+  EXPECT_EQ(left[0].body, "b");
+  EXPECT_EQ(left[0].receive_count, 2u);
+}
+
 // --- SendAsync. ---
 
 class SendAsyncTest : public EngineFixture {

@@ -409,6 +409,25 @@ absl::Status Queue::CheckGroup(absl::string_view name) {
   return FindGroupLocked(name).status();
 }
 
+absl::Status Queue::ValidateReceiveOptions(const ReceiveOptions& options,
+                                           const QueueConfig& config) {
+  if (options.max_messages < 1 ||
+      options.max_messages > Limits::kMaxBatchEntries) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("max_messages must be 1-", Limits::kMaxBatchEntries,
+                     ", got ", options.max_messages));
+  }
+  return ValidateVisibilityTimeout(
+      options.visibility_timeout.value_or(config.visibility_timeout));
+}
+
+absl::Status Queue::CheckReceive(const ReceiveOptions& options) {
+  if (absl::Status s = ValidateReceiveOptions(options, config()); !s.ok()) {
+    return s;
+  }
+  return CheckGroup(options.group);
+}
+
 Queue::Group& Queue::DefaultGroupLocked() { return *groups_.at(0); }
 
 absl::Status Queue::ValidateSend(absl::Span<const SendEntry> entries,
@@ -866,20 +885,13 @@ void Queue::ReceiveOnceImpl(const ReceiveOptions& options,
     pass.messages = std::move(s);
     done(std::move(pass));
   };
-  if (options.max_messages < 1 ||
-      options.max_messages > Limits::kMaxBatchEntries) {
-    fail(absl::InvalidArgumentError(
-        absl::StrCat("max_messages must be 1-", Limits::kMaxBatchEntries,
-                     ", got ", options.max_messages)));
-    return;
-  }
   const QueueConfig config = this->config();
-  const absl::Duration timeout =
-      options.visibility_timeout.value_or(config.visibility_timeout);
-  if (absl::Status s = ValidateVisibilityTimeout(timeout); !s.ok()) {
+  if (absl::Status s = ValidateReceiveOptions(options, config); !s.ok()) {
     fail(std::move(s));
     return;
   }
+  const absl::Duration timeout =
+      options.visibility_timeout.value_or(config.visibility_timeout);
   // Messages received max_receives times go to the dead-letter queue
   // instead of being delivered again.
   std::shared_ptr<Queue> dlq;

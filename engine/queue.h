@@ -141,6 +141,10 @@ class Queue : public std::enable_shared_from_this<Queue> {
   // OK if the queue has a group `name` (empty: the default group);
   // NOT_FOUND if not, UNAVAILABLE once closed.
   absl::Status CheckGroup(absl::string_view name);
+  // OK if a receive with `options` would be accepted now: max_messages and
+  // the visibility timeout in range, the group there. INVALID_ARGUMENT,
+  // NOT_FOUND or UNAVAILABLE as a receive would answer.
+  absl::Status CheckReceive(const ReceiveOptions& options);
 
   absl::StatusOr<std::vector<absl::Status>> Delete(
       absl::Span<const std::string> receipts);
@@ -332,6 +336,8 @@ class Queue : public std::enable_shared_from_this<Queue> {
 
   static absl::Status ValidateSend(absl::Span<const SendEntry> entries,
                                    const QueueConfig& config);
+  static absl::Status ValidateReceiveOptions(const ReceiveOptions& options,
+                                             const QueueConfig& config);
   // `rec` (at `offset`) as handed to a consumer of group `gid`, of
   // `generation`, under `lease`.
   ReceivedMessage DeliveryOf(MessageRecord rec, uint64_t offset, uint32_t gid,

@@ -118,6 +118,11 @@ ReceiveOptions FromProto(const pb::ReceiveRequest& req) {
   return o;
 }
 
+void ToProto(const std::vector<ReceivedMessage>& messages,
+             pb::ReceiveResponse* out) {
+  for (const ReceivedMessage& m : messages) ToProto(m, out->add_messages());
+}
+
 // Serves one Receive call. Long polls park in the engine; a client that
 // cancels (or whose deadline passes) ends the wait at once.
 class ReceiveReactor : public grpc::ServerUnaryReactor {
@@ -132,19 +137,32 @@ class ReceiveReactor : public grpc::ServerUnaryReactor {
       return;
     }
     const ReceiveOptions options = FromProto(*req);
-    // Only `state` may be used after ReceiveAsync: the callback may already
-    // have finished the call and destroyed this reactor.
+    const absl::Duration wait = absl::Milliseconds(req->wait_time_ms());
+    // Only `state` may be used after the engine call: its callback may
+    // already have finished the call and destroyed this reactor.
     std::shared_ptr<State> state = state_;
-    std::shared_ptr<ReceiveWaiter> waiter = engine->ReceiveAsync(
-        req->queue(), options, absl::Milliseconds(req->wait_time_ms()),
-        [this, resp](absl::StatusOr<std::vector<ReceivedMessage>> r) {
-          if (r.ok()) {
-            for (const ReceivedMessage& m : *r) {
-              ToProto(m, resp->add_messages());
+    std::shared_ptr<ReceiveWaiter> waiter;
+    if (req->delete_receipt_handles().empty()) {
+      waiter = engine->ReceiveAsync(
+          req->queue(), options, wait,
+          [this, resp](absl::StatusOr<std::vector<ReceivedMessage>> r) {
+            if (r.ok()) ToProto(*r, resp);
+            Finish(ToGrpcStatus(r.status()));
+          });
+    } else {
+      const std::vector<std::string> receipts(
+          req->delete_receipt_handles().begin(),
+          req->delete_receipt_handles().end());
+      waiter = engine->DeleteAndReceiveAsync(
+          req->queue(), receipts, options, wait,
+          [this, resp](absl::StatusOr<DeleteAndReceiveResult> r) {
+            if (r.ok()) {
+              ToProto(r->deletes, resp->mutable_delete_results());
+              ToProto(r->messages, resp);
             }
-          }
-          Finish(ToGrpcStatus(r.status()));
-        });
+            Finish(ToGrpcStatus(r.status()));
+          });
+    }
     if (waiter == nullptr) return;
     absl::MutexLock lock(&state->mu);
     state->waiter = std::move(waiter);

@@ -129,6 +129,20 @@ TEST_F(ClientE2ETest, MessageCallsRoundTrip) {
   EXPECT_EQ(read->messages(0).body(), "c");
   EXPECT_EQ(read->next_offset(), 4u);
 
+  // Deleting the last two while asking for more: none is left to lease.
+  absl::StatusOr<Client::DeleteAndReceiveResult> both = weir().DeleteAndReceive(
+      queue, {(*again)[0].receipt_handle(), (*messages)[3].receipt_handle()},
+      ReceiveOptions{.max_messages = 10});
+  ASSERT_TRUE(both.ok()) << both.status();
+  ASSERT_EQ(both->deletes.size(), 2u);
+  EXPECT_TRUE(both->deletes[0].ok()) << both->deletes[0];
+  EXPECT_TRUE(both->deletes[1].ok()) << both->deletes[1];
+  EXPECT_TRUE(both->messages.empty());
+  stats = weir().GetQueueStats(queue);
+  ASSERT_TRUE(stats.ok()) << stats.status();
+  EXPECT_EQ(stats->in_flight(), 0u);
+  EXPECT_EQ(stats->deleted_total(), 4u);
+
   absl::StatusOr<std::vector<absl::Status>> unknown =
       weir().Delete("no-such-queue", {"x"});
   EXPECT_FALSE(unknown.ok());

@@ -762,6 +762,116 @@ TEST_F(E2ETest, DeleteBatchAnswersEachEntry) {
   ExpectNothingReady(queue);
 }
 
+// A Receive may carry the deletes of the previous batch: they are answered
+// entry by entry, and the call leases the next messages.
+TEST_F(E2ETest, ReceiveDeletesTheLastBatchFirst) {
+  const std::string queue = NewQueue("ack-next");
+  SendOk(queue, {"a", "b", "c"});
+  std::vector<Message> first = ReceiveCount(queue, 1, kLongLeaseMs);
+  ASSERT_EQ(first.size(), 1);
+  weir::v1::ReceiveRequest request;
+  request.set_queue(queue);
+  request.set_max_messages(10);
+  request.set_visibility_timeout_ms(kLongLeaseMs);
+  request.add_delete_receipt_handles(first[0].receipt_handle());
+  request.add_delete_receipt_handles("not-a-receipt");
+  Reply<weir::v1::ReceiveResponse> next = client().Receive(request);
+  ASSERT_TRUE(next.ok()) << Describe(next.status);
+  ASSERT_EQ(next.response.delete_results_size(), 2);
+  EXPECT_TRUE(HasEntryCode(next.response.delete_results(0), kCodeOk));
+  EXPECT_TRUE(
+      HasEntryCode(next.response.delete_results(1), kCodeInvalidArgument));
+  ASSERT_EQ(next.response.messages_size(), 2);
+  EXPECT_EQ(next.response.messages(0).body(), "b");
+  EXPECT_EQ(next.response.messages(1).body(), "c");
+  QueueStats stats = Stats(queue);
+  EXPECT_EQ(stats.deleted_total(), 1);
+  EXPECT_EQ(stats.in_flight(), 2);
+
+  // The last batch's deletes with nothing left to lease.
+  request.clear_delete_receipt_handles();
+  for (const Message& m : next.response.messages()) {
+    request.add_delete_receipt_handles(m.receipt_handle());
+  }
+  Reply<weir::v1::ReceiveResponse> last = client().Receive(request);
+  ASSERT_TRUE(last.ok()) << Describe(last.status);
+  ASSERT_EQ(last.response.delete_results_size(), 2);
+  EXPECT_TRUE(HasEntryCode(last.response.delete_results(0), kCodeOk));
+  EXPECT_TRUE(HasEntryCode(last.response.delete_results(1), kCodeOk));
+  EXPECT_EQ(last.response.messages_size(), 0);
+  stats = Stats(queue);
+  EXPECT_EQ(stats.deleted_total(), 3);
+  EXPECT_EQ(stats.in_flight(), 0);
+}
+
+// A Receive refused for its own fields deletes nothing it carries.
+TEST_F(E2ETest, ReceiveRefusedForItsOptionsDeletesNothing) {
+  const std::string queue = NewQueue("ack-next-refused");
+  SendOk(queue, {"a", "b"});
+  std::vector<Message> leased = ReceiveCount(queue, 1, kLongLeaseMs);
+  ASSERT_EQ(leased.size(), 1);
+  auto with_delete = [&] {
+    weir::v1::ReceiveRequest r;
+    r.set_queue(queue);
+    r.add_delete_receipt_handles(leased[0].receipt_handle());
+    return r;
+  };
+  std::vector<std::pair<weir::v1::ReceiveRequest, StatusCode>> cases;
+  cases.emplace_back(with_delete(), StatusCode::INVALID_ARGUMENT);
+  cases.back().first.set_max_messages(1001);
+  cases.emplace_back(with_delete(), StatusCode::INVALID_ARGUMENT);
+  cases.back().first.set_wait_time_ms(-1);
+  cases.emplace_back(with_delete(), StatusCode::INVALID_ARGUMENT);
+  cases.back().first.set_visibility_timeout_ms(-5);
+  cases.emplace_back(with_delete(), StatusCode::NOT_FOUND);
+  cases.back().first.set_group("no-such-group");
+  cases.emplace_back(with_delete(), StatusCode::INVALID_ARGUMENT);
+  for (int i = 0; i < 1000; ++i) {
+    cases.back().first.add_delete_receipt_handles("not-a-receipt");
+  }
+  cases.emplace_back(with_delete(), StatusCode::NOT_FOUND);
+  cases.back().first.set_queue("no-such-queue");
+  for (const auto& [request, code] : cases) {
+    Reply<weir::v1::ReceiveResponse> r = client().Receive(request);
+    EXPECT_TRUE(HasCode(r.status, code))
+        << request.ShortDebugString().substr(0, 200) << ": "
+        << Describe(r.status);
+  }
+  QueueStats stats = Stats(queue);
+  EXPECT_EQ(stats.deleted_total(), 0);
+  EXPECT_EQ(stats.in_flight(), 1);
+  EXPECT_EQ(stats.ready(), 1);
+}
+
+// A long poll that carries deletes and whose deadline passes ends with
+// DEADLINE_EXCEEDED; its deletes stay applied and it leases nothing.
+TEST_F(E2ETest, ReceiveWhoseDeadlinePassesKeepsItsDeletes) {
+  const std::string queue = NewQueue("ack-next-deadline");
+  SendOk(queue, {"a"});
+  std::vector<Message> leased = ReceiveCount(queue, 1, kLongLeaseMs);
+  ASSERT_EQ(leased.size(), 1);
+  weir::v1::ReceiveRequest request;
+  request.set_queue(queue);
+  request.set_wait_time_ms(kMaxWaitTimeMs);
+  request.add_delete_receipt_handles(leased[0].receipt_handle());
+  weir::v1::ReceiveResponse response;
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() +
+                       std::chrono::milliseconds(500));
+  const grpc::Status status =
+      client().stub().Receive(&context, request, &response);
+  EXPECT_EQ(status.error_code(), StatusCode::DEADLINE_EXCEEDED)
+      << Describe(status);
+  QueueStats stats = Stats(queue);
+  EXPECT_EQ(stats.deleted_total(), 1);
+  EXPECT_EQ(stats.in_flight(), 0);
+  // The queue still serves: the next message goes to the next receiver.
+  SendOk(queue, {"b"});
+  std::vector<Message> next = ReceiveCount(queue, 1, kLongLeaseMs);
+  ASSERT_EQ(next.size(), 1);
+  EXPECT_EQ(next[0].body(), "b");
+}
+
 TEST_F(E2ETest, ChangeVisibilityBatchAnswersEachEntry) {
   const std::string queue = NewQueue("batch-visibility");
   SendOk(queue, {"a", "b"});

@@ -264,6 +264,72 @@ TEST_P(RestartTest, SigkillKeepsSendsDeletesAndLeases) {
   EXPECT_EQ(*exit_code, 0);
 }
 
+// A consumer that deletes each batch in the Receive that leases the next
+// (delete_receipt_handles): every delete answered OK survives a SIGKILL,
+// and so does the lease of the batch it held at the kill.
+TEST_P(RestartTest, SigkillKeepsDeletesCarriedByReceive) {
+  ServerOptions options;
+  options.durability = GetParam();
+  absl::StatusOr<std::unique_ptr<ServerProcess>> server =
+      ServerProcess::Start(options);
+  ASSERT_TRUE(server.ok()) << server.status();
+  constexpr int kBatches = 50;
+  constexpr int kPerBatch = 20;
+  std::set<uint64_t> deleted, held;
+  {
+    TestClient client((*server)->Channel());
+    Reply<weir::v1::CreateQueueResponse> created = client.CreateQueue(kQueue);
+    ASSERT_TRUE(created.ok()) << Describe(created.status);
+    std::vector<std::string> bodies;
+    for (int i = 0; i < kBatches * kPerBatch; ++i) {
+      bodies.push_back(BodyFor(i));
+    }
+    for (size_t i = 0; i < bodies.size(); i += kSendBatch) {
+      Reply<weir::v1::SendResponse> sent = client.SendBodies(
+          kQueue, std::vector<std::string>(bodies.begin() + i,
+                                           bodies.begin() + i + kSendBatch));
+      ASSERT_TRUE(sent.ok()) << Describe(sent.status);
+    }
+    std::vector<Message> previous;
+    for (int batch = 0; batch < kBatches; ++batch) {
+      weir::v1::ReceiveRequest request;
+      request.set_queue(kQueue);
+      request.set_max_messages(kPerBatch);
+      request.set_visibility_timeout_ms(kLongLeaseMs);
+      for (const Message& m : previous) {
+        request.add_delete_receipt_handles(m.receipt_handle());
+      }
+      Reply<weir::v1::ReceiveResponse> r = client.Receive(request);
+      ASSERT_TRUE(r.ok()) << "batch " << batch << ": " << Describe(r.status);
+      ASSERT_EQ(r.response.delete_results_size(), previous.size());
+      for (size_t i = 0; i < previous.size(); ++i) {
+        ASSERT_TRUE(HasEntryCode(r.response.delete_results(i), kCodeOk));
+        deleted.insert(previous[i].offset());
+      }
+      ASSERT_EQ(r.response.messages_size(), kPerBatch) << "batch " << batch;
+      previous.assign(r.response.messages().begin(),
+                      r.response.messages().end());
+    }
+    held = OffsetsOf(previous);
+  }
+  ASSERT_EQ(deleted.size(), (kBatches - 1) * kPerBatch);
+
+  (*server)->Kill();
+  absl::Status restarted = (*server)->Restart();
+  ASSERT_TRUE(restarted.ok()) << restarted;
+  TestClient client((*server)->Channel());
+  Reply<weir::v1::QueueStats> stats = client.GetQueueStats(kQueue);
+  ASSERT_TRUE(stats.ok()) << Describe(stats.status);
+  EXPECT_EQ(stats.response.deleted_total(), deleted.size());
+  EXPECT_EQ(stats.response.in_flight(), kPerBatch);
+  EXPECT_EQ(stats.response.ready(), 0);
+  Reply<weir::v1::ReceiveResponse> rest =
+      client.Receive(kQueue, kMaxBatch, kLongLeaseMs, /*wait_time_ms=*/0);
+  ASSERT_TRUE(rest.ok()) << Describe(rest.status);
+  EXPECT_EQ(rest.response.messages_size(), 0)
+      << "a deleted or held message was delivered again";
+}
+
 INSTANTIATE_TEST_SUITE_P(Durability, RestartTest,
                          ::testing::Values("sync", "async"),
                          [](const ::testing::TestParamInfo<std::string>& info) {
