@@ -285,6 +285,8 @@ def run_loadgen(args, system, tier, server, name, extra):
     cmd = [args.loadgen, "--system", system, "--address", server.address,
            "--server-pid", str(server.meter_pid()), "--tier", tier, "--label",
            name, "--json"] + [str(x) for x in extra]
+    if args.ack_with_receive and "ingest" not in extra:
+        cmd.append("--ack-with-receive")
     if system == "rabbitmq":
         cmd += ["--rabbitmq-queue-type",
                 "quorum" if tier == "sync" else "classic"]
@@ -669,6 +671,9 @@ def main():
     ap.add_argument("--skip-missing", action="store_true",
                     help="leave out peers whose server is not installed")
     ap.add_argument("--run-timeout", type=float, default=1800)
+    ap.add_argument("--ack-with-receive", action="store_true",
+                    help="consumers acknowledge each batch in the call that "
+                    "receives the next (loadgen --ack-with-receive)")
     args = ap.parse_args()
 
     systems = []

@@ -1,7 +1,8 @@
 // beanstalkd over its text protocol (doc/protocol.txt in beanstalkd's
 // sources), spoken directly on a TCP socket: put, reserve-with-timeout and
 // delete on one tube, with the job's TTR as the visibility timeout. A batch
-// is a pipeline of commands: beanstalkd has no batch call.
+// is a pipeline of commands: beanstalkd has no batch call. DeleteAndReceive
+// pipelines the deletes with the first reserve.
 
 #include <netdb.h>
 #include <netinet/in.h>
@@ -146,11 +147,19 @@ class BeanstalkdClient : public PeerClient {
 
   absl::Status Receive(int max, absl::Duration wait,
                        std::vector<Delivery>* out) override {
-    out->clear();
+    return DeleteAndReceive({}, max, wait, out);
+  }
+
+  absl::Status DeleteAndReceive(const std::vector<const Delivery*>& done,
+                                int max, absl::Duration wait,
+                                std::vector<Delivery>* out) override {
     const int64_t wait_s =
         static_cast<int64_t>(std::ceil(absl::ToDoubleSeconds(wait)));
-    absl::Status status = connection_->Write(
-        absl::StrCat("reserve-with-timeout ", wait_s, "\r\n"));
+    std::string commands = DeleteCommands(done);
+    absl::StrAppend(&commands, "reserve-with-timeout ", wait_s, "\r\n");
+    out->clear();
+    absl::Status status = connection_->Write(commands);
+    if (status.ok()) status = ReadDeleted(done.size());
     if (status.ok()) status = ReadReserved(out);
     if (!status.ok() || out->empty() || max == 1) return status;
     // The rest of the batch: whatever is ready now, in one round trip.
@@ -162,12 +171,24 @@ class BeanstalkdClient : public PeerClient {
   }
 
   absl::Status Delete(const std::vector<const Delivery*>& done) override {
+    absl::Status status = connection_->Write(DeleteCommands(done));
+    if (!status.ok()) return status;
+    return ReadDeleted(done.size());
+  }
+
+ private:
+  static std::string DeleteCommands(const std::vector<const Delivery*>& done) {
     std::string out;
     for (const Delivery* delivery : done) {
       absl::StrAppend(&out, "delete ", delivery->handle, "\r\n");
     }
-    absl::Status status = connection_->Write(out);
-    for (size_t i = 0; status.ok() && i < done.size(); ++i) {
+    return out;
+  }
+
+  // Reads the replies to `n` deletes.
+  absl::Status ReadDeleted(size_t n) {
+    absl::Status status;
+    for (size_t i = 0; i < n; ++i) {
       absl::StatusOr<std::string> line = connection_->ReadLine();
       if (!line.ok()) return line.status();
       // NOT_FOUND: the TTR ran out and the job went to another consumer.
@@ -178,7 +199,6 @@ class BeanstalkdClient : public PeerClient {
     return status;
   }
 
- private:
   // Reads one reply to a reserve: a job is appended to `out`; TIMED_OUT and
   // DEADLINE_SOON (a job this connection holds is about to lapse) add none.
   absl::Status ReadReserved(std::vector<Delivery>* out) {

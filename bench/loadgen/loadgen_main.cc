@@ -80,10 +80,11 @@ std::string ToJson(const Labels& labels, const WorkloadConfig& config,
       absl::StrFormat(
           ",\"producers\":%d,\"consumers\":%d,\"size\":%d,\"send_batch\":%d,"
           "\"receive_batch\":%d,\"rate\":%.1f,\"duration_s\":%.3f,"
-          "\"messages\":%d",
+          "\"messages\":%d,\"ack_with_receive\":%s",
           config.producers, config.consumers, config.size, config.send_batch,
           config.receive_batch, config.rate,
-          absl::ToDoubleSeconds(config.duration), config.messages),
+          absl::ToDoubleSeconds(config.duration), config.messages,
+          config.ack_with_receive ? "true" : "false"),
       absl::StrFormat(
           ",\"sent\":%d,\"send_seconds\":%.3f,\"send_msgs_per_s\":%.1f,"
           "\"send_mb_per_s\":%.3f,\"consumed\":%d,\"consume_seconds\":%.3f,"
@@ -207,6 +208,10 @@ int Main(int argc, char** argv) {
                  "else 60)");
   app.add_option("--receive-wait", wait_s, "long-poll wait in seconds")
       ->capture_default_str();
+  app.add_flag("--ack-with-receive", config.ack_with_receive,
+               "acknowledge each batch in the call that receives the next "
+               "(Weir: Receive's delete_receipt_handles; Redis, beanstalkd: "
+               "the acks pipelined with the read)");
   app.add_option("--grace", grace_s,
                  "seconds consumers may go on after the producers stopped "
                  "(workqueue with --rate)")

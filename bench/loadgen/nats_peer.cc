@@ -145,6 +145,24 @@ class NatsClient : public PeerClient {
   }
 
   absl::Status Delete(const std::vector<const Delivery*>& done) override {
+    if (absl::Status s = Ack(done); !s.ok()) return s;
+    // The acks are plain publishes; a flush (PING/PONG) returns once the
+    // server has read them.
+    return FromNats(natsConnection_FlushTimeout(session_->nc, kApiTimeoutMs),
+                    "flush");
+  }
+
+  // The acks go out ahead of the fetch's pull request on the same
+  // connection, so the server reads them first: no flush of their own.
+  absl::Status DeleteAndReceive(const std::vector<const Delivery*>& done,
+                                int max, absl::Duration wait,
+                                std::vector<Delivery>* out) override {
+    if (absl::Status s = Ack(done); !s.ok()) return s;
+    return Receive(max, wait, out);
+  }
+
+ private:
+  absl::Status Ack(const std::vector<const Delivery*>& done) {
     for (const Delivery* delivery : done) {
       size_t index = 0;
       if (!absl::SimpleAtoi(delivery->handle, &index) ||
@@ -154,13 +172,9 @@ class NatsClient : public PeerClient {
       absl::Status status = FromNats(natsMsg_Ack(held_[index], nullptr), "Ack");
       if (!status.ok()) return status;
     }
-    // The acks are plain publishes; a flush (PING/PONG) returns once the
-    // server has read them.
-    return FromNats(natsConnection_FlushTimeout(session_->nc, kApiTimeoutMs),
-                    "flush");
+    return absl::OkStatus();
   }
 
- private:
   // Messages not acked stay with the consumer until their AckWait lapses.
   void DropHeld() {
     for (natsMsg* msg : held_) {

@@ -6,6 +6,15 @@
 namespace weir {
 namespace loadgen {
 
+absl::Status PeerClient::DeleteAndReceive(
+    const std::vector<const Delivery*>& done, int max, absl::Duration wait,
+    std::vector<Delivery>* out) {
+  if (!done.empty()) {
+    if (absl::Status s = Delete(done); !s.ok()) return s;
+  }
+  return Receive(max, wait, out);
+}
+
 absl::StatusOr<std::unique_ptr<Peer>> MakePeer(const std::string& name,
                                                const std::string& address) {
   if (name == "weir") return MakeWeirPeer(address, /*streams=*/false);

@@ -63,6 +63,14 @@ class PeerClient {
   // Removes the given messages, all from this client's last Receive, for
   // good (acknowledges them). Returns once the server has them.
   virtual absl::Status Delete(const std::vector<const Delivery*>& done) = 0;
+
+  // Delete(done), then Receive(max, wait, out), with the acknowledgements
+  // carried in the receive's own round trip where the system allows it
+  // (the load generator's --ack-with-receive). `done` (may be empty) points
+  // into `out`, which is overwritten. The default calls the two in turn.
+  virtual absl::Status DeleteAndReceive(
+      const std::vector<const Delivery*>& done, int max, absl::Duration wait,
+      std::vector<Delivery>* out);
 };
 
 // A system under test, reached at one address.

@@ -1,13 +1,15 @@
 // Redis Streams through hiredis: XADD (pipelined for a batch), XREADGROUP
 // with BLOCK for the long poll, XACK plus XDEL (one pipeline) to delete, and
 // XAUTOCLAIM to take over entries whose consumer has held them for longer
-// than the lease, which is how a Redis work queue redelivers.
+// than the lease, which is how a Redis work queue redelivers. With
+// DeleteAndReceive the XACK and XDEL go in one pipeline with the read.
 
 #include <hiredis/hiredis.h>
 
 #include <atomic>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/numbers.h"
@@ -138,6 +140,14 @@ class RedisClient : public PeerClient {
     return ReadReplies(context_.get(), bodies.size(), "XADD");
   }
 
+  absl::Status DeleteAndReceive(const std::vector<const Delivery*>& done,
+                                int max, absl::Duration wait,
+                                std::vector<Delivery>* out) override {
+    // Sent with the read's command, answered before it.
+    pending_acks_ = AppendAcks(done);
+    return Receive(max, wait, out);
+  }
+
   absl::Status Receive(int max, absl::Duration wait,
                        std::vector<Delivery>* out) override {
     out->clear();
@@ -145,10 +155,9 @@ class RedisClient : public PeerClient {
     if (now - last_claim_ >= kClaimInterval) {
       last_claim_ = now;
       absl::StatusOr<Reply> claimed =
-          Command(context_.get(),
-                  {"XAUTOCLAIM", stream_, kGroup, consumer_, min_idle_ms_,
-                   claim_cursor_, "COUNT", absl::StrCat(max)},
-                  "XAUTOCLAIM");
+          Call({"XAUTOCLAIM", stream_, kGroup, consumer_, min_idle_ms_,
+                claim_cursor_, "COUNT", absl::StrCat(max)},
+               "XAUTOCLAIM");
       if (!claimed.ok()) return claimed.status();
       const redisReply* reply = claimed->get();
       if (reply->type == REDIS_REPLY_ARRAY && reply->elements >= 2) {
@@ -159,8 +168,7 @@ class RedisClient : public PeerClient {
     }
     const int64_t block_ms =
         std::max<int64_t>(1, absl::ToInt64Milliseconds(wait));
-    absl::StatusOr<Reply> read = Command(
-        context_.get(),
+    absl::StatusOr<Reply> read = Call(
         {"XREADGROUP", "GROUP", kGroup, consumer_, "COUNT", absl::StrCat(max),
          "BLOCK", absl::StrCat(block_ms), "STREAMS", stream_, ">"},
         "XREADGROUP");
@@ -177,7 +185,14 @@ class RedisClient : public PeerClient {
   }
 
   absl::Status Delete(const std::vector<const Delivery*>& done) override {
-    if (done.empty()) return absl::OkStatus();
+    return ReadReplies(context_.get(), AppendAcks(done), "XACK/XDEL");
+  }
+
+ private:
+  // Appends XACK and XDEL of `done` (none when empty); returns how many
+  // commands it appended.
+  size_t AppendAcks(const std::vector<const Delivery*>& done) {
+    if (done.empty()) return 0;
     std::vector<std::string> ack = {"XACK", stream_, kGroup};
     std::vector<std::string> del = {"XDEL", stream_};
     for (const Delivery* delivery : done) {
@@ -186,15 +201,35 @@ class RedisClient : public PeerClient {
     }
     Append(context_.get(), ack);
     Append(context_.get(), del);
-    return ReadReplies(context_.get(), 2, "XACK/XDEL");
+    return 2;
   }
 
- private:
+  // Runs one command, after reading the replies of the acks appended
+  // before it (one round trip for both).
+  absl::StatusOr<Reply> Call(const std::vector<std::string>& args,
+                             absl::string_view what) {
+    if (pending_acks_ == 0) return Command(context_.get(), args, what);
+    Append(context_.get(), args);
+    const size_t acks = std::exchange(pending_acks_, 0);
+    const absl::Status acked = ReadReplies(context_.get(), acks, "XACK/XDEL");
+    void* raw = nullptr;
+    if (redisGetReply(context_.get(), &raw) != REDIS_OK) {
+      return absl::UnavailableError(absl::StrCat(what, ": ", context_->errstr));
+    }
+    Reply reply(static_cast<redisReply*>(raw));
+    if (!acked.ok()) return acked;
+    absl::Status status = CheckReply(context_.get(), reply.get(), what);
+    if (!status.ok()) return status;
+    return reply;
+  }
+
   Context context_;
   const std::string stream_;
   const std::string consumer_;
   const std::string min_idle_ms_;
   std::string claim_cursor_ = "0-0";
+  // Ack commands appended and not yet answered.
+  size_t pending_acks_ = 0;
   absl::Time last_claim_ = absl::Now();
 };
 

@@ -60,11 +60,27 @@ class WeirClient : public PeerClient {
 
   absl::Status Receive(int max, absl::Duration wait,
                        std::vector<Delivery>* out) override {
-    out->clear();
+    return CallReceive({}, max, wait, out);
+  }
+
+  absl::Status DeleteAndReceive(const std::vector<const Delivery*>& done,
+                                int max, absl::Duration wait,
+                                std::vector<Delivery>* out) override {
+    return CallReceive(done, max, wait, out);
+  }
+
+  // One Receive call, carrying the deletes (delete_receipt_handles).
+  absl::Status CallReceive(const std::vector<const Delivery*>& done, int max,
+                           absl::Duration wait, std::vector<Delivery>* out) {
     v1::ReceiveRequest request;
     request.set_queue(queue_);
     request.set_max_messages(max);
     request.set_wait_time_ms(absl::ToInt64Milliseconds(wait));
+    // As for Delete, a refused entry is not an error here.
+    for (const Delivery* delivery : done) {
+      request.add_delete_receipt_handles(delivery->handle);
+    }
+    out->clear();
     v1::ReceiveResponse response;
     grpc::ClientContext context;
     SetDeadline(context, wait);
@@ -185,6 +201,28 @@ class WeirSubscribeClient : public WeirPublishClient {
   }
 
   absl::Status Delete(const std::vector<const Delivery*>& done) override {
+    absl::StatusOr<uint64_t> id = SendDeletes(done);
+    if (!id.ok()) return id.status();
+    return AwaitAck(*id);
+  }
+
+  // The deletes go out first; the messages are taken while their ack is on
+  // its way, and the call returns once it came.
+  absl::Status DeleteAndReceive(const std::vector<const Delivery*>& done,
+                                int max, absl::Duration wait,
+                                std::vector<Delivery>* out) override {
+    if (done.empty()) return Receive(max, wait, out);
+    absl::StatusOr<uint64_t> id = SendDeletes(done);
+    if (!id.ok()) return id.status();
+    const absl::Status received = Receive(max, wait, out);
+    const absl::Status acked = AwaitAck(*id);
+    return acked.ok() ? received : acked;
+  }
+
+ private:
+  // Writes one request with the deletes and the credit owed; returns its id.
+  absl::StatusOr<uint64_t> SendDeletes(
+      const std::vector<const Delivery*>& done) {
     v1::SubscribeRequest request;
     const uint64_t id = ++last_request_id_;
     request.set_request_id(id);
@@ -194,6 +232,11 @@ class WeirSubscribeClient : public WeirPublishClient {
       request.add_delete_receipt_handles(delivery->handle);
     }
     if (!stream_->Write(request)) return Broken();
+    return id;
+  }
+
+  // Waits for the server's ack of request `id`.
+  absl::Status AwaitAck(uint64_t id) {
     absl::MutexLock lock(&mu_);
     auto acked = [this, id]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
       return acked_ >= id || ended_;
@@ -205,7 +248,6 @@ class WeirSubscribeClient : public WeirPublishClient {
     return absl::OkStatus();
   }
 
- private:
   absl::Status Start(int max) {
     // Enough credit for two batches, so the next one is on its way while
     // this one is handled.

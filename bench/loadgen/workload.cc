@@ -148,18 +148,29 @@ class Run {
 
   void Consume(PeerClient& client, ThreadStats& stats) {
     std::vector<Delivery> deliveries;
+    // What to delete: from `deliveries`, the last receive's.
     std::vector<const Delivery*> done;
     std::vector<uint64_t> done_seqs;
+    const bool carry = config_.ack_with_receive;
     while (!ConsumersDone()) {
-      const absl::Status status = client.Receive(
-          config_.receive_batch, config_.receive_wait, &deliveries);
+      absl::Status status;
+      if (carry) {
+        status = client.DeleteAndReceive(done, config_.receive_batch,
+                                         config_.receive_wait, &deliveries);
+        // Deletes that failed with the call come back once their leases
+        // lapse, and are counted then.
+        if (status.ok()) CountDeleted(done_seqs, NowNs(), stats);
+      } else {
+        status = client.Receive(config_.receive_batch, config_.receive_wait,
+                                &deliveries);
+      }
       const int64_t now = NowNs();
+      done.clear();
+      done_seqs.clear();
       if (!status.ok()) {
         stats.Fail(status);
         continue;
       }
-      done.clear();
-      done_seqs.clear();
       for (const Delivery& delivery : deliveries) {
         int64_t intended = 0;
         uint64_t seq = 0;
@@ -186,27 +197,42 @@ class Run {
         done.push_back(&delivery);
         done_seqs.push_back(seq);
       }
-      if (done.empty()) continue;
+      if (carry || done.empty()) continue;
       const absl::Status deleted = client.Delete(done);
-      const int64_t after = NowNs();
       if (!deleted.ok()) {
         stats.Fail(deleted);
         continue;
       }
-      if (counted_) {
-        for (uint64_t seq : done_seqs) {
-          if (seq < static_cast<uint64_t>(config_.messages) &&
-              states_[seq].exchange(2) != 2) {
-            deleted_unique_.fetch_add(1);
-          }
+      CountDeleted(done_seqs, NowNs(), stats);
+    }
+    // What the last receive leased and no later call carried.
+    if (carry && !done.empty()) {
+      const absl::Status deleted = client.Delete(done);
+      if (deleted.ok()) {
+        CountDeleted(done_seqs, NowNs(), stats);
+      } else {
+        stats.Fail(deleted);
+      }
+    }
+  }
+
+  // Counts the messages `seqs` as consumed (deleted) at `at`.
+  void CountDeleted(const std::vector<uint64_t>& seqs, int64_t at,
+                    ThreadStats& stats) {
+    if (seqs.empty()) return;
+    if (counted_) {
+      for (uint64_t seq : seqs) {
+        if (seq < static_cast<uint64_t>(config_.messages) &&
+            states_[seq].exchange(2) != 2) {
+          deleted_unique_.fetch_add(1);
         }
       }
-      consumed_total_.fetch_add(done.size(), std::memory_order_relaxed);
-      stats.total += done.size();
-      stats.last_done_ns = after;
-      if (after >= window_start_ns_ && after <= window_end_ns_) {
-        stats.in_window += done.size();
-      }
+    }
+    consumed_total_.fetch_add(seqs.size(), std::memory_order_relaxed);
+    stats.total += seqs.size();
+    stats.last_done_ns = at;
+    if (at >= window_start_ns_ && at <= window_end_ns_) {
+      stats.in_window += seqs.size();
     }
   }
 

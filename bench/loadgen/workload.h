@@ -57,6 +57,9 @@ struct WorkloadConfig {
   int preload_batch = 100;
   // Longest wait of one Receive call.
   absl::Duration receive_wait = absl::Seconds(1);
+  // Consumers acknowledge each batch in the call that receives the next
+  // (PeerClient::DeleteAndReceive) instead of a Delete call of its own.
+  bool ack_with_receive = false;
   // Work queue at a target rate: how long consumers may go on after the
   // producers stopped to receive what is still queued. Drain and
   // redelivery: how long the whole run may take.
