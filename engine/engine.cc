@@ -210,34 +210,74 @@ class PendingReceive : public QueueWaiter,
   bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
 };
 
-// The waiter of DeleteAndReceiveAsync: before the receive starts (while the
-// deletes are written) a cancel is remembered; after, it goes to the
-// receive's own waiter.
-class DeleteThenReceive : public ReceiveWaiter {
+// Waits for both halves of a DeleteAndReceiveAsync call and answers once.
+// When the deletes failed, whatever the receive leased is released again.
+class DeleteAndReceiveJoin {
  public:
-  void Cancel() override {
-    std::shared_ptr<ReceiveWaiter> receive;
+  DeleteAndReceiveJoin(std::weak_ptr<Queue> queue, Dispatcher* dispatcher,
+                       DeleteAndReceiveCallback done)
+      : queue_(std::move(queue)),
+        dispatcher_(dispatcher),
+        done_(std::move(done)) {}
+
+  // Each runs once, on whichever thread the half completed on.
+  void Deleted(absl::StatusOr<std::vector<absl::Status>> r) {
     {
       absl::MutexLock lock(&mu_);
-      cancelled_ = true;
-      receive = receive_;
+      deletes_ = std::move(r);
+      if (--remaining_ > 0) return;
     }
-    if (receive != nullptr) receive->Cancel();
+    Finish();
   }
-
-  // Called once, before `receive` starts; false if already cancelled (and
-  // the receive must not start).
-  bool Attach(std::shared_ptr<ReceiveWaiter> receive) {
-    absl::MutexLock lock(&mu_);
-    if (cancelled_) return false;
-    receive_ = std::move(receive);
-    return true;
+  void Received(absl::StatusOr<std::vector<ReceivedMessage>> r) {
+    {
+      absl::MutexLock lock(&mu_);
+      messages_ = std::move(r);
+      if (--remaining_ > 0) return;
+    }
+    Finish();
   }
 
  private:
+  void Finish() {
+    absl::StatusOr<std::vector<absl::Status>> deletes;
+    absl::StatusOr<std::vector<ReceivedMessage>> messages;
+    {
+      absl::MutexLock lock(&mu_);
+      deletes = std::move(deletes_);
+      messages = std::move(messages_);
+    }
+    if (!deletes.ok()) {
+      if (messages.ok() && !messages->empty()) {
+        std::vector<VisibilityChange> release;
+        for (const ReceivedMessage& m : *messages) {
+          release.push_back({m.receipt_handle, absl::ZeroDuration()});
+        }
+        // Releasing writes and waits: on an engine thread. Best effort, as
+        // for a cancelled receive: the leases lapse anyway.
+        dispatcher_->Run([weak = queue_, release = std::move(release)] {
+          if (std::shared_ptr<Queue> q = weak.lock()) {
+            (void)q->ChangeVisibility(release);
+          }
+        });
+      }
+      done_(deletes.status());
+      return;
+    }
+    if (!messages.ok()) {
+      done_(messages.status());
+      return;
+    }
+    done_(DeleteAndReceiveResult{*std::move(deletes), *std::move(messages)});
+  }
+
+  const std::weak_ptr<Queue> queue_;
+  Dispatcher* const dispatcher_;
+  const DeleteAndReceiveCallback done_;
   absl::Mutex mu_;
-  bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
-  std::shared_ptr<ReceiveWaiter> receive_ ABSL_GUARDED_BY(mu_);
+  int remaining_ ABSL_GUARDED_BY(mu_) = 2;
+  absl::StatusOr<std::vector<absl::Status>> deletes_ ABSL_GUARDED_BY(mu_);
+  absl::StatusOr<std::vector<ReceivedMessage>> messages_ ABSL_GUARDED_BY(mu_);
 };
 
 // The caller's end of a subscription: closing it (or dropping it) stops the
@@ -614,47 +654,28 @@ class EngineImpl : public Engine {
       done(std::move(refused));
       return nullptr;
     }
-    const absl::Time expire = clock_->Now() + wait;
-    auto chain = std::make_shared<DeleteThenReceive>();
-    auto finish = std::make_shared<DeleteAndReceiveCallback>(std::move(done));
-    // Starts the receive once the deletes are durable.
-    auto receive = [chain, finish, weak = std::weak_ptr<Queue>(q), options,
-                    expire, dispatcher = dispatcher_.get(),
-                    clock = clock_](std::vector<absl::Status> deletes) {
-      auto pending = std::make_shared<PendingReceive>(
-          weak, options, expire,
-          [finish, deletes = std::move(deletes)](
-              absl::StatusOr<std::vector<ReceivedMessage>> r) mutable {
-            if (!r.ok()) {
-              (*finish)(r.status());
-              return;
-            }
-            (*finish)(
-                DeleteAndReceiveResult{std::move(deletes), std::move(*r)});
-          },
-          dispatcher, clock);
-      if (!chain->Attach(pending)) {
-        (*finish)(absl::CancelledError("receive cancelled"));
-        return;
-      }
-      pending->Start();
-    };
+    // The deletes' write is queued first and the receive's pass runs right
+    // after it, so that both usually share one commit. The messages being
+    // deleted cannot be leased meanwhile: a change in flight takes a lease
+    // out of the ready and deadline indexes.
+    auto join = std::make_shared<DeleteAndReceiveJoin>(q, dispatcher_.get(),
+                                                       std::move(done));
     if (receipts.empty()) {
-      receive({});
-      return chain;
+      join->Deleted(std::vector<absl::Status>());
+    } else {
+      q->DeleteAsync(receipts,
+                     [join](absl::StatusOr<std::vector<absl::Status>> r) {
+                       join->Deleted(std::move(r));
+                     });
     }
-    // The deletes complete on the storage's commit thread, which must not
-    // be held up: the receive's first pass runs on an engine thread.
-    q->DeleteAsync(receipts, [finish, receive, dispatcher = dispatcher_.get()](
-                                 absl::StatusOr<std::vector<absl::Status>> r) {
-      if (!r.ok()) {
-        (*finish)(r.status());
-        return;
-      }
-      dispatcher->Run(
-          [receive, deletes = std::move(*r)]() { receive(deletes); });
-    });
-    return chain;
+    auto pending = std::make_shared<PendingReceive>(
+        q, options, clock_->Now() + wait,
+        [join](absl::StatusOr<std::vector<ReceivedMessage>> r) {
+          join->Received(std::move(r));
+        },
+        dispatcher_.get(), clock_);
+    pending->Start();
+    return pending;
   }
 
   absl::StatusOr<std::unique_ptr<Subscription>> Subscribe(

@@ -412,19 +412,20 @@ class Engine {
       absl::string_view queue, const ReceiveOptions& options,
       absl::Duration wait, ReceiveCallback done) = 0;
 
-  // Deletes `receipts` (0..1000, as Delete) and then receives as
-  // ReceiveAsync does, so that a consumer acknowledges its last batch and
-  // asks for the next in one call. Everything that can be checked up front
-  // is checked before anything is deleted: the queue, the options, the
-  // group, the wait and the number of receipts; a call refused for them
-  // changes nothing. The receive starts once the deletes are durable (and
-  // not at all when their write fails: `done` gets that error), with the
-  // wait counted from this call. When the receive fails after that
-  // (cancelled, the queue or group deleted meanwhile, shutdown), `done` gets
-  // its error and the deletes stay applied; deleting them again is harmless
-  // (OK for a message already deleted). `done` runs exactly once, as for
-  // ReceiveAsync; the waiter cancels the receive, and cancelling while the
-  // deletes are being written ends the call with CANCELLED once they are.
+  // Deletes `receipts` (0..1000, as Delete) and receives as ReceiveAsync
+  // does, in one call: a consumer acknowledges its last batch and asks for
+  // the next. Everything that can be checked up front is checked before
+  // anything is deleted: the queue, the options, the group, the wait and the
+  // number of receipts; a call refused for them changes nothing. The
+  // deletes' write is queued before the receive looks, so the two usually
+  // share one commit (one fsync in sync mode); the messages being deleted
+  // are never leased by it. `done` runs once both are durable, exactly
+  // once, as for ReceiveAsync. When the deletes' write fails, `done` gets
+  // that error and what the receive leased is released again. When the
+  // receive fails (cancelled through the waiter, the queue or group deleted
+  // meanwhile, shutdown), `done` gets its error and the deletes stay
+  // applied; deleting them again is harmless (OK for a message already
+  // deleted).
   virtual std::shared_ptr<ReceiveWaiter> DeleteAndReceiveAsync(
       absl::string_view queue, absl::Span<const std::string> receipts,
       const ReceiveOptions& options, absl::Duration wait,

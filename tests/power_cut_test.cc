@@ -499,6 +499,52 @@ TEST_F(PowerCutTest, AParkedPollIsNotHandedASendThatFailed) {
   EXPECT_TRUE((*deleted)[0].ok()) << (*deleted)[0];
 }
 
+// A DeleteAndReceive whose write fails (a full disk) fails whole: its
+// deletes are not applied and nothing stays leased to it.
+TEST_F(PowerCutTest, ADeleteAndReceiveWhoseWriteFailsChangesNothing) {
+  dir_ = NewDir();
+  ASSERT_FALSE(dir_.empty());
+  FaultyEngine f = OpenFaulty(dir_, &clock_);
+  ASSERT_NE(f.engine, nullptr);
+  ASSERT_TRUE(SendBody(*f.engine, "a").ok());
+  ASSERT_TRUE(SendBody(*f.engine, "b").ok());
+  ReceiveOptions o;
+  o.max_messages = 10;
+  o.visibility_timeout = kLease;
+  ReceiveOptions one = o;
+  one.max_messages = 1;
+  absl::StatusOr<std::vector<ReceivedMessage>> a =
+      f.engine->Receive(kQueue, one);
+  ASSERT_TRUE(a.ok()) << a.status();
+  ASSERT_EQ(a->size(), 1u);
+
+  f.fs->SetDiskFull(true);
+  absl::Notification done;
+  absl::StatusOr<DeleteAndReceiveResult> got;
+  f.engine->DeleteAndReceiveAsync(kQueue, {(*a)[0].receipt_handle}, o,
+                                  absl::ZeroDuration(), [&](auto r) {
+                                    got = std::move(r);
+                                    done.Notify();
+                                  });
+  ASSERT_TRUE(done.WaitForNotificationWithTimeout(absl::Seconds(60)));
+  EXPECT_EQ(got.status().code(), absl::StatusCode::kResourceExhausted)
+      << got.status();
+  absl::StatusOr<std::vector<uint64_t>> after =
+      FailWhileFullThenSend(f, "after");
+  ASSERT_TRUE(after.ok()) << after.status();
+
+  // `a` is still leased under its receipt; `b` was never handed out.
+  const std::map<uint64_t, ReceivedMessage> ready = DrainReady(*f.engine);
+  EXPECT_EQ(Bodies(ready), (std::vector<std::string>{"b", "after"}));
+  for (const auto& [offset, m] : ready) {
+    EXPECT_EQ(m.receive_count, 1u) << m.body;
+  }
+  absl::StatusOr<std::vector<absl::Status>> deleted =
+      f.engine->Delete(kQueue, {(*a)[0].receipt_handle});
+  ASSERT_TRUE(deleted.ok()) << deleted.status();
+  EXPECT_TRUE((*deleted)[0].ok()) << (*deleted)[0];
+}
+
 // Any other write error fails the call with UNAVAILABLE and acknowledges
 // nothing. RocksDB then refuses writes until a restart (it cannot trust its
 // write-ahead log any more); the restart brings back everything
