@@ -1154,15 +1154,25 @@ TEST_F(EngineTest, DeleteAndReceiveRefusedUpFrontDeletesNothing) {
   EXPECT_TRUE(DeleteOne("q", receipts[0]).ok());
 }
 
-// With nothing ready the receive long-polls after deleting, and a send ends
-// the wait.
-TEST_F(EngineTest, DeleteAndReceiveLongPollsAfterTheDeletes) {
-  Create("q");
-  SendBodies("q", {"a"});
-  const std::vector<ReceivedMessage> a = Recv("q", 1);
-  ASSERT_THAT(a, SizeIs(1));
+// Long polls that delete the only message first, so that nothing is ready.
+class DeleteAndLongPollTest : public EngineFixture {
+ protected:
+  // Creates "q" with one message, leases it, and starts `call` deleting it
+  // and waiting up to 20 s for the next.
+  void StartOnTheOnlyMessage(DeleteAndPoll& call) {
+    Create("q");
+    SendBodies("q", {"a"});
+    const std::vector<ReceivedMessage> a = Recv("q", 1);
+    ASSERT_THAT(a, SizeIs(1));
+    call.Start(*engine_, Receipts(a), ReceiveOptions(), absl::Seconds(20));
+  }
+};
+
+// With nothing ready the call long-polls; a send ends the wait, and the
+// deletes are answered with it.
+TEST_F(DeleteAndLongPollTest, ASendEndsTheWait) {
   DeleteAndPoll call;
-  call.Start(*engine_, Receipts(a), ReceiveOptions(), absl::Seconds(20));
+  ASSERT_NO_FATAL_FAILURE(StartOnTheOnlyMessage(call));
   // The fake clock never moves: only the send can end the wait.
   SendBodies("q", {"b"});
   ASSERT_TRUE(call.Wait().ok()) << call.got.status();
@@ -1172,16 +1182,11 @@ TEST_F(EngineTest, DeleteAndReceiveLongPollsAfterTheDeletes) {
   EXPECT_EQ(Stats("q").deleted_total, 1u);
 }
 
-// Cancelling, whether it comes while the deletes are being written or once
-// the receive waits, ends the call with CANCELLED; the deletes stay applied
-// and nothing stays leased to the call.
-TEST_F(EngineTest, CancelledDeleteAndReceiveKeepsItsDeletesAndLeasesNothing) {
-  Create("q");
-  SendBodies("q", {"a"});
-  const std::vector<ReceivedMessage> a = Recv("q", 1);
-  ASSERT_THAT(a, SizeIs(1));
+// Cancelling ends the call with CANCELLED; the deletes stay applied and
+// nothing stays leased to the call.
+TEST_F(DeleteAndLongPollTest, CancellingKeepsTheDeletesAndLeasesNothing) {
   DeleteAndPoll call;
-  call.Start(*engine_, Receipts(a), ReceiveOptions(), absl::Seconds(20));
+  ASSERT_NO_FATAL_FAILURE(StartOnTheOnlyMessage(call));
   ASSERT_NE(call.waiter, nullptr);
   call.waiter->Cancel();
   EXPECT_EQ(call.Wait().code(), absl::StatusCode::kCancelled);
@@ -1192,15 +1197,11 @@ TEST_F(EngineTest, CancelledDeleteAndReceiveKeepsItsDeletesAndLeasesNothing) {
   EXPECT_EQ(b[0].body, "b");
 }
 
-TEST_F(EngineTest, DeleteAndReceiveEndsWhenItsQueueIsDeletedWhileItWaits) {
-  Create("q");
-  SendBodies("q", {"a"});
-  const std::vector<ReceivedMessage> a = Recv("q", 1);
-  ASSERT_THAT(a, SizeIs(1));
+TEST_F(DeleteAndLongPollTest, DeletingTheQueueEndsTheWait) {
   DeleteAndPoll call;
-  call.Start(*engine_, Receipts(a), ReceiveOptions(), absl::Seconds(20));
-  // Once the deletes are done the receive parks; deleting the queue ends it
-  // either way.
+  ASSERT_NO_FATAL_FAILURE(StartOnTheOnlyMessage(call));
+  // Whether the deletes' write is still in flight or not, deleting the
+  // queue ends the call.
   ASSERT_TRUE(engine_->DeleteQueue("q").ok());
   const absl::StatusCode code = call.Wait().code();
   EXPECT_TRUE(code == absl::StatusCode::kNotFound ||

@@ -9,7 +9,7 @@ server of its own, so CPU time and peak memory are that run's.
   bench_compare.py --loadgen PATH --weir-server PATH [--profile quick|full|smoke]
                    [--systems weir,redis,beanstalkd,nats,rabbitmq] [--tiers sync,relaxed]
                    [--results FILE.jsonl] [--doc docs/benchmarks.md --img-dir docs/img]
-                   [--command TEXT]
+                   [--command TEXT] [--ack-with-receive]
 
 Systems: weir (unary calls: producers call Send, consumers Receive and
 Delete), weir-stream (streams: each producer sends over one Publish stream,
@@ -17,6 +17,10 @@ each consumer takes messages from one Subscribe stream), redis, beanstalkd,
 nats, rabbitmq (AMQP 0-9-1: publisher confirms, basic.consume with manual
 acks; it has no per-message visibility timeout, so it sits out the
 redelivery workload).
+
+With --ack-with-receive every consumer acknowledges a batch in the call that
+receives the next (Weir: Receive's delete_receipt_handles; Redis, beanstalkd,
+JetStream: the acks pipelined ahead of the read).
 
 Profiles: smoke (tiny sizes, seconds: checks that the harness works), quick
 (the default of `./weir bench`, under ten minutes), full (the sizes of the

@@ -3,7 +3,7 @@
 # generator, every adapter whose server is installed (Weir always; Redis,
 # beanstalkd, NATS and RabbitMQ when redis-server, beanstalkd, nats-server and
 # rabbitmq-server are on PATH), the harness, its report and (with gnuplot) its
-# chart still work.
+# chart still work, also with --ack-with-receive.
 # Usage: compare_smoke_test.sh BENCH_COMPARE LOADGEN WEIR_SERVER
 set -euo pipefail
 
@@ -29,4 +29,22 @@ done
 if command -v gnuplot >/dev/null; then
   test -s "$out/img/bench-compare.png"
 fi
+
+# Every adapter's DeleteAndReceive (consumers acknowledging in the next
+# receive), sync tier only; RabbitMQ keeps the default path and sits out.
+python3 "$compare" --loadgen "$loadgen" --weir-server "$server" \
+  --profile smoke --tiers sync --skip-missing --ack-with-receive \
+  --systems weir,weir-stream,redis,beanstalkd,nats \
+  --results "$out/ack.jsonl" --command "smoke ack" >"$out/ack.txt"
+python3 - "$out/ack.jsonl" <<'PY'
+import json, sys
+rows = [json.loads(line) for line in open(sys.argv[1])]
+consumed = [r for r in rows if r["workload"] != "ingest"]
+assert consumed, "no consuming runs"
+for r in consumed:
+    assert r["ack_with_receive"], r
+    assert r["errors"] == 0 and r["lost"] == 0, r
+    assert r["consumed"] > 0, r
+PY
+grep -q "^| Weir | sync" "$out/ack.txt"
 echo "compare smoke: OK"
