@@ -109,6 +109,16 @@ class TrackedFile : public rocksdb::FSWritableFileOwnerWrapper {
 PowerCutFileSystem::PowerCutFileSystem()
     : FileSystemWrapper(rocksdb::FileSystem::Default()) {}
 
+rocksdb::IOStatus PowerCutFileSystem::GetFreeSpace(
+    const std::string& path, const rocksdb::IOOptions& options,
+    uint64_t* free_space, rocksdb::IODebugContext* dbg) {
+  if (full_.load()) {
+    *free_space = 0;
+    return rocksdb::IOStatus::OK();
+  }
+  return target()->GetFreeSpace(path, options, free_space, dbg);
+}
+
 rocksdb::IOStatus PowerCutFileSystem::WriteError() const {
   if (cut()) return PoweredOff();
   if (full_.load()) return rocksdb::IOStatus::NoSpace("disk full (test)");

@@ -46,6 +46,12 @@ class PowerCutFileSystem : public rocksdb::FileSystemWrapper {
   rocksdb::IOStatus RenameFile(const std::string& src, const std::string& dst,
                                const rocksdb::IOOptions& options,
                                rocksdb::IODebugContext* dbg) override;
+  // While the disk is full (SetDiskFull), no free space; otherwise the real
+  // disk's. RocksDB's recovery from a full disk waits for free space.
+  rocksdb::IOStatus GetFreeSpace(const std::string& path,
+                                 const rocksdb::IOOptions& options,
+                                 uint64_t* free_space,
+                                 rocksdb::IODebugContext* dbg) override;
   rocksdb::IOStatus DeleteFile(const std::string& fname,
                                const rocksdb::IOOptions& options,
                                rocksdb::IODebugContext* dbg) override;

@@ -469,17 +469,11 @@ TEST_F(PowerCutTest, WritesResumeOnceTheDiskHasSpaceAgain) {
 }
 
 // A disk that fills again right after it had space, while RocksDB may
-// still be recovering from the first time, should not leave writes refused
-// for good: each time, they should go through again once there is space.
-// Disabled: a known failure. With RocksDB 7.8 writes stay refused from the
-// second or third episode on (until a restart), and DB::Resume() after a
-// refused write does not bring them back either. PowerCutFileSystem fails
-// writes with NoSpace but leaves GetFreeSpace to the real disk, so
-// RocksDB's recovery (which polls free space) may behave otherwise on a
-// real full disk; not yet checked. Run it with
-// --gtest_also_run_disabled_tests once the engine recovers by itself (for
-// example by reopening the database).
-TEST_F(PowerCutTest, DISABLED_WritesResumeWhenTheDiskFillsAgainAndAgain) {
+// still be recovering from the first time, does not leave writes refused
+// for good: each time, they go through again once there is space. (RocksDB
+// waits for free space before it recovers: with the disk reported full,
+// recovery attempts never run into the full disk.)
+TEST_F(PowerCutTest, WritesResumeWhenTheDiskFillsAgainAndAgain) {
   dir_ = NewDir();
   ASSERT_FALSE(dir_.empty());
   FaultyEngine f = OpenFaulty(dir_, &clock_);
@@ -578,8 +572,6 @@ TEST_F(PowerCutTest, ADeleteAndReceiveWhoseWriteFailsChangesNothing) {
   ASSERT_TRUE(done.WaitForNotificationWithTimeout(absl::Seconds(60)));
   EXPECT_EQ(got.status().code(), absl::StatusCode::kResourceExhausted)
       << got.status();
-  // One full-disk episode: filling it again while RocksDB recovers from the
-  // first can leave it refusing writes.
   absl::StatusOr<std::vector<uint64_t>> after = FreeThenSend(f, "after");
   ASSERT_TRUE(after.ok()) << after.status();
 
