@@ -30,6 +30,18 @@ absl::Status QueueNotFound(absl::string_view name) {
 // A long-poll receive parked on a queue. Its attempts run one at a time:
 // the first on the caller's thread, later ones on the dispatcher when the
 // queue wakes it, its wait ends, or it is cancelled.
+// Makes `messages`, just leased, ready again at once. Best effort: a lease
+// that is not released lapses anyway. Writes and waits: not on the
+// storage's commit thread.
+void ReleaseLeases(Queue& q, const std::vector<ReceivedMessage>& messages) {
+  std::vector<VisibilityChange> release;
+  release.reserve(messages.size());
+  for (const ReceivedMessage& m : messages) {
+    release.push_back({m.receipt_handle, absl::ZeroDuration()});
+  }
+  (void)q.ChangeVisibility(release);
+}
+
 class PendingReceive : public QueueWaiter,
                        public ReceiveWaiter,
                        public std::enable_shared_from_this<PendingReceive> {
@@ -179,11 +191,7 @@ class PendingReceive : public QueueWaiter,
       absl::MutexLock lock(&mu_);
       if (!cancelled_ || !r->ok() || (*r)->empty()) return;
     }
-    std::vector<VisibilityChange> release;
-    for (const ReceivedMessage& m : **r) {
-      release.push_back({m.receipt_handle, absl::ZeroDuration()});
-    }
-    (void)q.ChangeVisibility(release);
+    ReleaseLeases(q, **r);
     *r = absl::CancelledError("receive cancelled");
   }
 
@@ -249,16 +257,9 @@ class DeleteAndReceiveJoin {
     }
     if (!deletes.ok()) {
       if (messages.ok() && !messages->empty()) {
-        std::vector<VisibilityChange> release;
-        for (const ReceivedMessage& m : *messages) {
-          release.push_back({m.receipt_handle, absl::ZeroDuration()});
-        }
-        // Releasing writes and waits: on an engine thread. Best effort, as
-        // for a cancelled receive: the leases lapse anyway.
-        dispatcher_->Run([weak = queue_, release = std::move(release)] {
-          if (std::shared_ptr<Queue> q = weak.lock()) {
-            (void)q->ChangeVisibility(release);
-          }
+        // On an engine thread: this may run on the commit thread.
+        dispatcher_->Run([weak = queue_, leased = *std::move(messages)] {
+          if (std::shared_ptr<Queue> q = weak.lock()) ReleaseLeases(*q, leased);
         });
       }
       done_(deletes.status());
@@ -613,22 +614,13 @@ class EngineImpl : public Engine {
                                               absl::Duration wait,
                                               ReceiveCallback done) override {
     std::shared_ptr<Queue> q = Find(queue);
-    if (q == nullptr) {
-      done(QueueNotFound(queue));
+    absl::Status refused =
+        q == nullptr ? QueueNotFound(queue) : CheckWait(wait);
+    if (!refused.ok()) {
+      done(std::move(refused));
       return nullptr;
     }
-    if (wait < absl::ZeroDuration() || wait > Limits::kMaxWaitTime) {
-      done(absl::InvalidArgumentError(
-          absl::StrCat("wait time ", absl::FormatDuration(wait),
-                       " is out of range [0, 20s]")));
-      return nullptr;
-    }
-    // With no wait, the pending receive never parks: it looks once.
-    auto pending = std::make_shared<PendingReceive>(
-        q, options, clock_->Now() + wait, std::move(done), dispatcher_.get(),
-        clock_);
-    pending->Start();
-    return pending;
+    return StartReceive(std::move(q), options, wait, std::move(done));
   }
 
   std::shared_ptr<ReceiveWaiter> DeleteAndReceiveAsync(
@@ -636,21 +628,17 @@ class EngineImpl : public Engine {
       const ReceiveOptions& options, absl::Duration wait,
       DeleteAndReceiveCallback done) override {
     std::shared_ptr<Queue> q = Find(queue);
-    absl::Status refused;
-    if (q == nullptr) {
-      refused = QueueNotFound(queue);
-    } else if (wait < absl::ZeroDuration() || wait > Limits::kMaxWaitTime) {
-      refused = absl::InvalidArgumentError(
-          absl::StrCat("wait time ", absl::FormatDuration(wait),
-                       " is out of range [0, 20s]"));
-    } else if (receipts.size() > Limits::kMaxBatchEntries) {
-      refused = absl::InvalidArgumentError(
-          absl::StrCat("at most ", Limits::kMaxBatchEntries,
-                       " receipts to delete, got ", receipts.size()));
-    } else {
-      refused = q->CheckReceive(options);
-    }
-    if (!refused.ok()) {
+    auto check = [&]() -> absl::Status {
+      if (q == nullptr) return QueueNotFound(queue);
+      if (absl::Status s = CheckWait(wait); !s.ok()) return s;
+      if (receipts.size() > Limits::kMaxBatchEntries) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("at most ", Limits::kMaxBatchEntries,
+                         " receipts to delete, got ", receipts.size()));
+      }
+      return q->CheckReceive(options);
+    };
+    if (absl::Status refused = check(); !refused.ok()) {
       done(std::move(refused));
       return nullptr;
     }
@@ -668,11 +656,29 @@ class EngineImpl : public Engine {
                        join->Deleted(std::move(r));
                      });
     }
+    return StartReceive(std::move(q), options, wait,
+                        [join](absl::StatusOr<std::vector<ReceivedMessage>> r) {
+                          join->Received(std::move(r));
+                        });
+  }
+
+  static absl::Status CheckWait(absl::Duration wait) {
+    if (wait < absl::ZeroDuration() || wait > Limits::kMaxWaitTime) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("wait time ", absl::FormatDuration(wait),
+                       " is out of range [0, 20s]"));
+    }
+    return absl::OkStatus();
+  }
+
+  // A checked receive's first pass, on this thread. With no wait, it never
+  // parks: it looks once.
+  std::shared_ptr<ReceiveWaiter> StartReceive(std::shared_ptr<Queue> q,
+                                              const ReceiveOptions& options,
+                                              absl::Duration wait,
+                                              ReceiveCallback done) {
     auto pending = std::make_shared<PendingReceive>(
-        q, options, clock_->Now() + wait,
-        [join](absl::StatusOr<std::vector<ReceivedMessage>> r) {
-          join->Received(std::move(r));
-        },
+        std::move(q), options, clock_->Now() + wait, std::move(done),
         dispatcher_.get(), clock_);
     pending->Start();
     return pending;

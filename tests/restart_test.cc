@@ -275,7 +275,7 @@ TEST_P(RestartTest, SigkillKeepsDeletesCarriedByReceive) {
   ASSERT_TRUE(server.ok()) << server.status();
   constexpr int kBatches = 50;
   constexpr int kPerBatch = 20;
-  std::set<uint64_t> deleted, held;
+  std::set<uint64_t> deleted;
   {
     TestClient client((*server)->Channel());
     Reply<weir::v1::CreateQueueResponse> created = client.CreateQueue(kQueue);
@@ -310,7 +310,6 @@ TEST_P(RestartTest, SigkillKeepsDeletesCarriedByReceive) {
       previous.assign(r.response.messages().begin(),
                       r.response.messages().end());
     }
-    held = OffsetsOf(previous);
   }
   ASSERT_EQ(deleted.size(), (kBatches - 1) * kPerBatch);
 

@@ -210,8 +210,8 @@ int Main(int argc, char** argv) {
       ->capture_default_str();
   app.add_flag("--ack-with-receive", config.ack_with_receive,
                "acknowledge each batch in the call that receives the next "
-               "(Weir: Receive's delete_receipt_handles; Redis, beanstalkd: "
-               "the acks pipelined with the read)");
+               "(Weir: Receive's delete_receipt_handles; Redis, beanstalkd, "
+               "JetStream: the acks pipelined ahead of the read)");
   app.add_option("--grace", grace_s,
                  "seconds consumers may go on after the producers stopped "
                  "(workqueue with --rate)")
