@@ -1,4 +1,5 @@
-// Makes Abseil's Mutex and CondVar visible to ThreadSanitizer.
+// Makes Abseil's Mutex, CondVar, Notification and Status reference counts
+// visible to ThreadSanitizer.
 //
 // Debian's libabsl_synchronization is not built with -fsanitize=thread, so
 // ThreadSanitizer cannot see the happens-before edges its Mutex creates: every
@@ -11,6 +12,15 @@
 // these definitions as well, since the executable comes first in symbol
 // lookup.
 //
+// Notification and Status need the same for two atomics of their own:
+// - A Notification already notified is waited for without its Mutex (an
+//   acquire load of its flag inside the library), so the wait's edge from
+//   Notify() is invisible.
+// - Status's reference count is raised in header code but lowered, and the
+//   last reference freed, in libabsl_status (Status::UnrefNonInlined). A
+//   status copied on one thread and freed by another would be reported as a
+//   race on the free.
+//
 // Only the TSan configuration links this (see tools/sanitizers/BUILD.bazel).
 #include <dlfcn.h>
 
@@ -20,7 +30,9 @@
 #include <string>
 
 #include "absl/base/options.h"
+#include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
 
 extern "C" {
@@ -33,18 +45,23 @@ namespace {
 #define WEIR_STR2(x) #x
 #define WEIR_STR(x) WEIR_STR2(x)
 
-// "_ZN4absl<len><inline namespace>" + `rest`: the Itanium mangled name of a
-// member of absl's inline namespace (e.g. "5Mutex4LockEv").
-std::string Mangled(const char* rest) {
+// Whether a member function is const: its mangled name says so.
+enum class Member { kNonConst, kConst };
+
+// "_ZN4absl<len><inline namespace>" + `rest` ("_ZNK..." for a const member):
+// the Itanium mangled name of a member of absl's inline namespace (e.g.
+// "5Mutex4LockEv").
+std::string Mangled(const char* rest, Member member) {
   const std::string ns = WEIR_STR(ABSL_OPTION_INLINE_NAMESPACE_NAME);
-  return "_ZN4absl" + std::to_string(ns.size()) + ns + rest;
+  return std::string(member == Member::kConst ? "_ZNK" : "_ZN") + "4absl" +
+         std::to_string(ns.size()) + ns + rest;
 }
 
 // The library's definition of the member mangled as `rest`. Aborts if there
 // is none: a silent fallback would hide every lock from ThreadSanitizer.
 template <typename Fn>
-Fn Real(const char* rest) {
-  const std::string name = Mangled(rest);
+Fn Real(const char* rest, Member member = Member::kNonConst) {
+  const std::string name = Mangled(rest, member);
   void* sym = dlsym(RTLD_NEXT, name.c_str());
   if (sym == nullptr) {
     std::fprintf(stderr, "tsan_absl_sync: %s not found: %s\n", name.c_str(),
@@ -82,6 +99,17 @@ using MuCondTimeFn = bool (*)(absl::Mutex*, const absl::Condition&, absl::Time);
 using CvWaitFn = void (*)(absl::CondVar*, absl::Mutex*);
 using CvWaitDurationFn = bool (*)(absl::CondVar*, absl::Mutex*, absl::Duration);
 using CvWaitTimeFn = bool (*)(absl::CondVar*, absl::Mutex*, absl::Time);
+using NotifyFn = void (*)(absl::Notification*);
+using NotifiedWaitFn = void (*)(const absl::Notification*);
+using NotifiedWaitDurationFn = bool (*)(const absl::Notification*,
+                                        absl::Duration);
+using NotifiedWaitTimeFn = bool (*)(const absl::Notification*, absl::Time);
+using UnrefFn = void (*)(uintptr_t);
+
+// The address ThreadSanitizer orders a Notification's Notify() and waits on.
+void* SyncAddress(const absl::Notification* n) {
+  return const_cast<absl::Notification*>(n);
+}
 
 }  // namespace
 
@@ -224,6 +252,48 @@ bool CondVar::WaitWithDeadline(Mutex* mu, absl::Time t) {
   const bool r = real(this, mu, t);
   __tsan_acquire(mu);
   return r;
+}
+
+// Notify() releases before it sets the flag; a wait that sees the flag
+// acquires after.
+void Notification::Notify() {
+  static const NotifyFn real = Real<NotifyFn>("12Notification6NotifyEv");
+  __tsan_release(SyncAddress(this));
+  real(this);
+}
+void Notification::WaitForNotification() const {
+  static const NotifiedWaitFn real = Real<NotifiedWaitFn>(
+      "12Notification19WaitForNotificationEv", Member::kConst);
+  real(this);
+  __tsan_acquire(SyncAddress(this));
+}
+bool Notification::WaitForNotificationWithTimeout(absl::Duration d) const {
+  static const NotifiedWaitDurationFn real = Real<NotifiedWaitDurationFn>(
+      "12Notification30WaitForNotificationWithTimeoutENS0_8DurationE",
+      Member::kConst);
+  const bool notified = real(this, d);
+  if (notified) __tsan_acquire(SyncAddress(this));
+  return notified;
+}
+bool Notification::WaitForNotificationWithDeadline(absl::Time t) const {
+  static const NotifiedWaitTimeFn real = Real<NotifiedWaitTimeFn>(
+      "12Notification31WaitForNotificationWithDeadlineENS0_4TimeE",
+      Member::kConst);
+  const bool notified = real(this, t);
+  if (notified) __tsan_acquire(SyncAddress(this));
+  return notified;
+}
+
+// Dropping a reference is an acquire-release operation on the shared
+// representation, as the library's atomic decrement is: whichever reference
+// goes last, and frees it, comes after every use made through the others.
+void Status::UnrefNonInlined(uintptr_t rep) {
+  static const UnrefFn real = Real<UnrefFn>("6Status15UnrefNonInlinedEm");
+  // `rep` is the representation's address plus a tag bit.
+  void* addr = reinterpret_cast<void*>(rep - 1);
+  __tsan_release(addr);
+  __tsan_acquire(addr);
+  real(rep);
 }
 
 ABSL_NAMESPACE_END
