@@ -8,9 +8,9 @@
 // to a small fixed state (queues "q", "dlq"
 // and "p" with "dlq" as its dead-letter queue, a group "g" on "q", three
 // messages in "q", two of them leased), so that every input runs the same way.
-// In Delete and ChangeVisibility requests the handles "#0" and "#1" are
-// replaced by the receipts of the two leased messages, to reach past receipt
-// checks.
+// In Delete, ChangeVisibility and Receive requests (its
+// delete_receipt_handles) the handles "#0" and "#1" are replaced by the
+// receipts of the two leased messages, to reach past receipt checks.
 //
 // The callback methods (Send, Delete, Receive) run their reactor against a
 // stand-in for gRPC's call object that records the status it finishes with;
@@ -207,10 +207,14 @@ class Harness {
     Check(resp.SerializeToString(&out), "response does not serialize");
   }
 
+  // Runs a callback method; returns the status it finished with (OK if the
+  // bytes do not parse).
   template <typename Req, typename Resp, typename Method>
-  void InvokeCallback(const uint8_t* data, size_t len, Method method) {
+  grpc::Status InvokeCallback(const uint8_t* data, size_t len, Method method) {
     Req req;
-    if (!req.ParseFromArray(data, static_cast<int>(len))) return;
+    if (!req.ParseFromArray(data, static_cast<int>(len))) {
+      return grpc::Status::OK;
+    }
     Fix(&req);
     Resp resp;
     grpc::CallbackServerContext ctx;
@@ -224,16 +228,51 @@ class Harness {
       Check(call.WaitFinished(absl::Seconds(60)),
             "reactor did not finish after OnCancel");
     }
-    CheckStatus(call.status());
+    const grpc::Status status = call.status();
+    CheckStatus(status);
     std::string out;
     Check(resp.SerializeToString(&out), "response does not serialize");
     reactor->OnDone();
+    return status;
+  }
+
+  // Messages deleted so far from the fixed queues, in every group of "q".
+  uint64_t DeletedTotal() {
+    uint64_t total = 0;
+    for (const auto& [queue, group] :
+         {std::pair<const char*, const char*>{"q", ""},
+          {"q", "g"},
+          {"p", ""},
+          {"dlq", ""}}) {
+      absl::StatusOr<QueueStats> stats = engine_->GetQueueStats(queue, group);
+      if (stats.ok()) total += stats->deleted_total;
+    }
+    return total;
+  }
+
+  // A Receive, which may carry deletes. One that fails for any reason but
+  // CANCELLED (the harness's own cancel of a long poll, which comes after
+  // the deletes are applied) was refused before it deleted anything.
+  void InvokeReceive(const uint8_t* data, size_t len) {
+    const uint64_t deleted_before = DeletedTotal();
+    const grpc::Status status =
+        InvokeCallback<pb::ReceiveRequest, pb::ReceiveResponse>(
+            data, len, &WeirService::Receive);
+    if (!status.ok() && status.error_code() != grpc::StatusCode::CANCELLED) {
+      Check(DeletedTotal() == deleted_before,
+            "a refused Receive deleted messages");
+    }
   }
 
   template <typename Req>
   void Fix(Req*) {}
   void Fix(pb::DeleteRequest* req) {
     for (std::string& h : *req->mutable_receipt_handles()) h = Substitute(h);
+  }
+  void Fix(pb::ReceiveRequest* req) {
+    for (std::string& h : *req->mutable_delete_receipt_handles()) {
+      h = Substitute(h);
+    }
   }
   void Fix(pb::ChangeVisibilityRequest* req) {
     for (pb::VisibilityChange& c : *req->mutable_entries()) {
@@ -265,11 +304,13 @@ class Harness {
         return Invoke<pb::GetQueueStatsRequest, pb::QueueStats>(
             data, len, &WeirService::GetQueueStats);
       case 7:
-        return InvokeCallback<pb::SendRequest, pb::SendResponse>(
+        (void)InvokeCallback<pb::SendRequest, pb::SendResponse>(
             data, len, &WeirService::Send);
+        return;
       case 8:
-        return InvokeCallback<pb::DeleteRequest, pb::DeleteResponse>(
+        (void)InvokeCallback<pb::DeleteRequest, pb::DeleteResponse>(
             data, len, &WeirService::Delete);
+        return;
       case 9:
         return Invoke<pb::ChangeVisibilityRequest,
                       pb::ChangeVisibilityResponse>(
@@ -293,8 +334,7 @@ class Harness {
         return Invoke<pb::RedriveRequest, pb::RedriveResponse>(
             data, len, &WeirService::Redrive);
       case 16:
-        return InvokeCallback<pb::ReceiveRequest, pb::ReceiveResponse>(
-            data, len, &WeirService::Receive);
+        return InvokeReceive(data, len);
     }
   }
 

@@ -191,6 +191,37 @@ void Service() {
   poll.set_wait_time_ms(5000);  // Nothing to receive: cancelled.
   AddCall(&in, 16, poll);
   Write("service", "receive_and_long_poll", in);
+
+  // A Receive that deletes the two leased messages and takes the third; then
+  // one whose deletes repeat a receipt, hold garbage and long-poll for more.
+  in.clear();
+  pb::ReceiveRequest carry;
+  carry.set_queue("q");
+  carry.set_max_messages(10);
+  carry.add_delete_receipt_handles("#0");
+  carry.add_delete_receipt_handles("#1");
+  AddCall(&in, 16, carry);
+  pb::ReceiveRequest carry_poll;
+  carry_poll.set_queue("q");
+  carry_poll.set_wait_time_ms(5000);
+  carry_poll.add_delete_receipt_handles("#0");
+  carry_poll.add_delete_receipt_handles("garbage");
+  AddCall(&in, 16, carry_poll);
+  Write("service", "receive_carrying_deletes", in);
+
+  // Deletes carried by a Receive that is refused up front (a group that does
+  // not exist): nothing may be deleted.
+  in.clear();
+  pb::ReceiveRequest refused;
+  refused.set_queue("q");
+  refused.set_group("no-such-group");
+  refused.add_delete_receipt_handles("#0");
+  AddCall(&in, 16, refused);
+  pb::DeleteRequest after;
+  after.set_queue("q");
+  after.add_receipt_handles("#0");
+  AddCall(&in, 8, after);
+  Write("service", "refused_receive_keeps_its_deletes", in);
 }
 
 }  // namespace
