@@ -21,15 +21,16 @@
 #include <memory>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "CLI/CLI.hpp"
 #include "absl/status/statusor.h"
+#include "absl/strings/numbers.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "bench/loadgen/proc_stats.h"
 #include "client/call.h"
-#include "client/channel.h"
 #include "grpcpp/grpcpp.h"
 #include "weir/v1/weir.grpc.pb.h"
 
@@ -153,8 +154,15 @@ class AsyncFloor {
   std::atomic<uint64_t> next_{0};
 };
 
+// Integer channel arguments given with --arg, set on the server (with
+// --serve) or on every client channel (with --target).
+std::vector<std::pair<std::string, int>> channel_args;
+
 int Serve(const std::string& address, const std::string& api, int threads) {
   grpc::ServerBuilder builder;
+  for (const auto& [key, value] : channel_args) {
+    builder.AddChannelArgument(key, value);
+  }
   int port = 0;
   builder.AddListeningPort(address, grpc::InsecureServerCredentials(), &port);
   CallbackFloor callback;
@@ -195,9 +203,15 @@ v1::SendRequest OneMessage() {
   return request;
 }
 
+// A channel of its own, as CreateChannel makes with a dedicated connection,
+// plus the --arg arguments.
 std::unique_ptr<v1::Weir::Stub> NewStub(const std::string& target) {
-  return v1::Weir::NewStub(
-      CreateChannel(target, ChannelOptions{.dedicated_connection = true}));
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(-1);
+  args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+  for (const auto& [key, value] : channel_args) args.SetInt(key, value);
+  return v1::Weir::NewStub(grpc::CreateCustomChannel(
+      target, grpc::InsecureChannelCredentials(), args));
 }
 
 // One client: calls Send until `stop`, one call at a time, counting them,
@@ -348,7 +362,21 @@ int main(int argc, char** argv) {
          "sync, callback-wait, callback (unary Send) or stream (Publish)")
       ->check(CLI::IsMember({"sync", "callback-wait", "callback", "stream"}));
   app.add_option("--seconds", seconds)->check(CLI::Range(0.1, 3600.0));
+  std::vector<std::string> args;
+  app.add_option("--arg", args,
+                 "KEY=INT: a gRPC channel argument for the server (--serve) "
+                 "or the clients (--target); repeatable");
   CLI11_PARSE(app, argc, argv);
+  for (const std::string& arg : args) {
+    const size_t eq = arg.find('=');
+    int value = 0;
+    if (eq == std::string::npos || eq == 0 ||
+        !absl::SimpleAtoi(arg.substr(eq + 1), &value)) {
+      std::fprintf(stderr, "--arg wants KEY=INT, got %s\n", arg.c_str());
+      return 2;
+    }
+    weir::channel_args.emplace_back(arg.substr(0, eq), value);
+  }
   if (serve.empty() == target.empty()) {
     std::fprintf(stderr, "give one of --serve and --target\n");
     return 2;

@@ -66,22 +66,6 @@ absl::Status CheckReply(redisContext* context, redisReply* reply,
   return absl::OkStatus();
 }
 
-absl::StatusOr<Reply> Command(redisContext* context,
-                              const std::vector<std::string>& args,
-                              absl::string_view what) {
-  std::vector<const char*> argv;
-  std::vector<size_t> lengths;
-  for (const std::string& arg : args) {
-    argv.push_back(arg.data());
-    lengths.push_back(arg.size());
-  }
-  Reply reply(static_cast<redisReply*>(redisCommandArgv(
-      context, static_cast<int>(args.size()), argv.data(), lengths.data())));
-  absl::Status status = CheckReply(context, reply.get(), what);
-  if (!status.ok()) return status;
-  return reply;
-}
-
 void Append(redisContext* context, const std::vector<std::string>& args) {
   std::vector<const char*> argv;
   std::vector<size_t> lengths;
@@ -93,16 +77,31 @@ void Append(redisContext* context, const std::vector<std::string>& args) {
                          lengths.data());
 }
 
+// Reads the next reply (sending what was appended first) and checks it.
+absl::StatusOr<Reply> ReadReply(redisContext* context, absl::string_view what) {
+  void* raw = nullptr;
+  if (redisGetReply(context, &raw) != REDIS_OK) {
+    return absl::UnavailableError(absl::StrCat(what, ": ", context->errstr));
+  }
+  Reply reply(static_cast<redisReply*>(raw));
+  absl::Status status = CheckReply(context, reply.get(), what);
+  if (!status.ok()) return status;
+  return reply;
+}
+
+absl::StatusOr<Reply> Command(redisContext* context,
+                              const std::vector<std::string>& args,
+                              absl::string_view what) {
+  Append(context, args);
+  return ReadReply(context, what);
+}
+
+// Reads `n` replies; the first error, once all are read.
 absl::Status ReadReplies(redisContext* context, size_t n,
                          absl::string_view what) {
   absl::Status first;
   for (size_t i = 0; i < n; ++i) {
-    void* raw = nullptr;
-    if (redisGetReply(context, &raw) != REDIS_OK) {
-      return absl::UnavailableError(absl::StrCat(what, ": ", context->errstr));
-    }
-    Reply reply(static_cast<redisReply*>(raw));
-    absl::Status status = CheckReply(context, reply.get(), what);
+    absl::Status status = ReadReply(context, what).status();
     if (first.ok() && !status.ok()) first = status;
   }
   return first;
@@ -212,14 +211,8 @@ class RedisClient : public PeerClient {
     Append(context_.get(), args);
     const size_t acks = std::exchange(pending_acks_, 0);
     const absl::Status acked = ReadReplies(context_.get(), acks, "XACK/XDEL");
-    void* raw = nullptr;
-    if (redisGetReply(context_.get(), &raw) != REDIS_OK) {
-      return absl::UnavailableError(absl::StrCat(what, ": ", context_->errstr));
-    }
-    Reply reply(static_cast<redisReply*>(raw));
+    absl::StatusOr<Reply> reply = ReadReply(context_.get(), what);
     if (!acked.ok()) return acked;
-    absl::Status status = CheckReply(context_.get(), reply.get(), what);
-    if (!status.ok()) return status;
     return reply;
   }
 

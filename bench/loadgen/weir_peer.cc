@@ -60,18 +60,14 @@ class WeirClient : public PeerClient {
 
   absl::Status Receive(int max, absl::Duration wait,
                        std::vector<Delivery>* out) override {
-    return CallReceive({}, max, wait, out);
-  }
-
-  absl::Status DeleteAndReceive(const std::vector<const Delivery*>& done,
-                                int max, absl::Duration wait,
-                                std::vector<Delivery>* out) override {
-    return CallReceive(done, max, wait, out);
+    // Qualified: a subclass's DeleteAndReceive is not this plain Receive.
+    return WeirClient::DeleteAndReceive({}, max, wait, out);
   }
 
   // One Receive call, carrying the deletes (delete_receipt_handles).
-  absl::Status CallReceive(const std::vector<const Delivery*>& done, int max,
-                           absl::Duration wait, std::vector<Delivery>* out) {
+  absl::Status DeleteAndReceive(const std::vector<const Delivery*>& done,
+                                int max, absl::Duration wait,
+                                std::vector<Delivery>* out) override {
     v1::ReceiveRequest request;
     request.set_queue(queue_);
     request.set_max_messages(max);
