@@ -31,6 +31,7 @@
 #include "absl/time/clock.h"
 #include "bench/loadgen/proc_stats.h"
 #include "client/call.h"
+#include "client/channel.h"
 #include "grpcpp/grpcpp.h"
 #include "weir/v1/weir.grpc.pb.h"
 
@@ -203,15 +204,10 @@ v1::SendRequest OneMessage() {
   return request;
 }
 
-// A channel of its own, as CreateChannel makes with a dedicated connection,
-// plus the --arg arguments.
 std::unique_ptr<v1::Weir::Stub> NewStub(const std::string& target) {
-  grpc::ChannelArguments args;
-  args.SetMaxReceiveMessageSize(-1);
-  args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
-  for (const auto& [key, value] : channel_args) args.SetInt(key, value);
-  return v1::Weir::NewStub(grpc::CreateCustomChannel(
-      target, grpc::InsecureChannelCredentials(), args));
+  return v1::Weir::NewStub(CreateChannel(
+      target,
+      ChannelOptions{.dedicated_connection = true, .int_args = channel_args}));
 }
 
 // One client: calls Send until `stop`, one call at a time, counting them,

@@ -15,6 +15,7 @@ std::shared_ptr<grpc::Channel> CreateChannel(const std::string& address,
   if (options.dedicated_connection) {
     args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
   }
+  for (const auto& [key, value] : options.int_args) args.SetInt(key, value);
   return grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(),
                                    args);
 }

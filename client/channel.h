@@ -6,6 +6,8 @@
 
 #include <memory>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "grpcpp/grpcpp.h"
 
@@ -21,6 +23,9 @@ struct ChannelOptions {
   // other channels to the same address. Load generators set this so that N
   // simulated clients are N connections, as N processes would be.
   bool dedicated_connection = false;
+  // Further integer channel arguments (GRPC_ARG_*), set after Weir's own;
+  // for tuning and for measuring what gRPC's options cost.
+  std::vector<std::pair<std::string, int>> int_args;
 };
 
 // Returns a plaintext channel to `address` ("host:port"). The channel accepts

@@ -27,9 +27,6 @@ absl::Status QueueNotFound(absl::string_view name) {
   return absl::NotFoundError(absl::StrCat("queue ", name, " not found"));
 }
 
-// A long-poll receive parked on a queue. Its attempts run one at a time:
-// the first on the caller's thread, later ones on the dispatcher when the
-// queue wakes it, its wait ends, or it is cancelled.
 // Makes `messages`, just leased, ready again at once. Best effort: a lease
 // that is not released lapses anyway. Writes and waits: not on the
 // storage's commit thread.
@@ -42,6 +39,9 @@ void ReleaseLeases(Queue& q, const std::vector<ReceivedMessage>& messages) {
   (void)q.ChangeVisibility(release);
 }
 
+// A long-poll receive parked on a queue. Its attempts run one at a time:
+// the first on the caller's thread, later ones on the dispatcher when the
+// queue wakes it, its wait ends, or it is cancelled.
 class PendingReceive : public QueueWaiter,
                        public ReceiveWaiter,
                        public std::enable_shared_from_this<PendingReceive> {

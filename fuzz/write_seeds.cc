@@ -210,7 +210,8 @@ void Service() {
   Write("service", "receive_carrying_deletes", in);
 
   // Deletes carried by a Receive that is refused up front (a group that does
-  // not exist): nothing may be deleted.
+  // not exist): nothing may be deleted (the harness checks), so the Delete
+  // after it still has a lease to delete.
   in.clear();
   pb::ReceiveRequest refused;
   refused.set_queue("q");
