@@ -10,6 +10,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "rpc/tsan_call_edge.h"
 
 namespace weir {
 namespace {
@@ -127,9 +128,9 @@ void ToProto(const std::vector<ReceivedMessage>& messages,
 // cancels (or whose deadline passes) ends the wait at once.
 class ReceiveReactor : public grpc::ServerUnaryReactor {
  public:
-  ReceiveReactor(Engine* engine, const pb::ReceiveRequest* req,
-                 pb::ReceiveResponse* resp)
-      : state_(std::make_shared<State>()) {
+  ReceiveReactor(grpc::CallbackServerContext* ctx, Engine* engine,
+                 const pb::ReceiveRequest* req, pb::ReceiveResponse* resp)
+      : call_(ctx->c_call()), state_(std::make_shared<State>()) {
     if (req->wait_time_ms() < 0 || req->wait_time_ms() > 20000) {
       Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
                           absl::StrCat("wait_time_ms ", req->wait_time_ms(),
@@ -170,12 +171,16 @@ class ReceiveReactor : public grpc::ServerUnaryReactor {
   }
 
   void OnCancel() override {
+    tsan::AcquireCall(call_);
     absl::MutexLock lock(&state_->mu);
     state_->cancelled = true;
     if (state_->waiter != nullptr) state_->waiter->Cancel();
   }
 
-  void OnDone() override { delete this; }
+  void OnDone() override {
+    tsan::AcquireCall(call_);
+    delete this;
+  }
 
  private:
   struct State {
@@ -183,6 +188,7 @@ class ReceiveReactor : public grpc::ServerUnaryReactor {
     std::shared_ptr<ReceiveWaiter> waiter ABSL_GUARDED_BY(mu);
     bool cancelled ABSL_GUARDED_BY(mu) = false;
   };
+  grpc_call* const call_;  // for tsan::AcquireCall
   std::shared_ptr<State> state_;
 };
 
@@ -195,7 +201,8 @@ class ReceiveReactor : public grpc::ServerUnaryReactor {
 class SubscribeReactor : public grpc::ServerBidiReactor<pb::SubscribeRequest,
                                                         pb::SubscribeResponse> {
  public:
-  explicit SubscribeReactor(Engine* engine) : engine_(engine) {
+  SubscribeReactor(grpc::CallbackServerContext* ctx, Engine* engine)
+      : engine_(engine), call_(ctx->c_call()) {
     {
       // Orders this construction before every later use under mu_ (on
       // gRPC's threads and on engine threads) where ThreadSanitizer can see
@@ -207,6 +214,7 @@ class SubscribeReactor : public grpc::ServerBidiReactor<pb::SubscribeRequest,
   }
 
   void OnReadDone(bool ok) override {
+    tsan::AcquireCall(call_);
     if (!ok) {
       // The client half-closed (or went away): flush what is queued, end.
       End(grpc::Status::OK);
@@ -217,6 +225,7 @@ class SubscribeReactor : public grpc::ServerBidiReactor<pb::SubscribeRequest,
   }
 
   void OnWriteDone(bool ok) override {
+    tsan::AcquireCall(call_);
     bool batch_done = false;
     bool resume_read = false;
     {
@@ -242,10 +251,12 @@ class SubscribeReactor : public grpc::ServerBidiReactor<pb::SubscribeRequest,
   }
 
   void OnCancel() override {
+    tsan::AcquireCall(call_);
     End(grpc::Status(grpc::StatusCode::CANCELLED, "stream cancelled"));
   }
 
   void OnDone() override {
+    tsan::AcquireCall(call_);
     std::shared_ptr<Subscription> sub;
     {
       absl::MutexLock lock(&mu_);
@@ -443,6 +454,7 @@ class SubscribeReactor : public grpc::ServerBidiReactor<pb::SubscribeRequest,
   }
 
   Engine* const engine_;
+  grpc_call* const call_;  // for tsan::AcquireCall
   // Written only by gRPC's read (one outstanding at a time).
   pb::SubscribeRequest request_;
 
@@ -484,8 +496,9 @@ class PublishReactor
   // server's 64 MiB message limit) beyond which it pauses too.
   static constexpr size_t kMaxCommittingBytes = size_t{64} << 20;
 
-  PublishReactor(Engine* engine, PublishStreams* streams)
-      : engine_(engine), streams_(streams) {
+  PublishReactor(grpc::CallbackServerContext* ctx, Engine* engine,
+                 PublishStreams* streams)
+      : engine_(engine), streams_(streams), call_(ctx->c_call()) {
     {
       // Orders this construction before later uses on other threads where
       // ThreadSanitizer can see it (as in SubscribeReactor).
@@ -525,6 +538,7 @@ class PublishReactor
   }
 
   void OnReadDone(bool ok) override {
+    tsan::AcquireCall(call_);
     if (!ok) {
       // The client half-closed (or the stream broke): answer what is
       // pending, then end.
@@ -583,6 +597,7 @@ class PublishReactor
   }
 
   void OnWriteDone(bool ok) override {
+    tsan::AcquireCall(call_);
     Next next;
     {
       absl::MutexLock lock(&mu_);
@@ -604,6 +619,7 @@ class PublishReactor
   }
 
   void OnCancel() override {
+    tsan::AcquireCall(call_);
     Next next;
     {
       absl::MutexLock lock(&mu_);
@@ -615,6 +631,7 @@ class PublishReactor
   }
 
   void OnDone() override {
+    tsan::AcquireCall(call_);
     streams_->Remove(this);
     bool destroy;
     {
@@ -721,6 +738,7 @@ class PublishReactor
 
   Engine* const engine_;
   PublishStreams* const streams_;
+  grpc_call* const call_;  // for tsan::AcquireCall
   // Written only by gRPC's read (one outstanding at a time).
   pb::PublishRequest request_;
 
@@ -936,19 +954,19 @@ grpc::ServerUnaryReactor* WeirService::Send(grpc::CallbackServerContext* ctx,
 }
 
 grpc::ServerBidiReactor<pb::PublishRequest, pb::PublishResponse>*
-WeirService::Publish(grpc::CallbackServerContext*) {
-  return new PublishReactor(engine_, &publish_streams_);
+WeirService::Publish(grpc::CallbackServerContext* ctx) {
+  return new PublishReactor(ctx, engine_, &publish_streams_);
 }
 
-grpc::ServerUnaryReactor* WeirService::Receive(grpc::CallbackServerContext*,
+grpc::ServerUnaryReactor* WeirService::Receive(grpc::CallbackServerContext* ctx,
                                                const pb::ReceiveRequest* req,
                                                pb::ReceiveResponse* resp) {
-  return new ReceiveReactor(engine_, req, resp);
+  return new ReceiveReactor(ctx, engine_, req, resp);
 }
 
 grpc::ServerBidiReactor<pb::SubscribeRequest, pb::SubscribeResponse>*
-WeirService::Subscribe(grpc::CallbackServerContext*) {
-  return new SubscribeReactor(engine_);
+WeirService::Subscribe(grpc::CallbackServerContext* ctx) {
+  return new SubscribeReactor(ctx, engine_);
 }
 
 grpc::ServerUnaryReactor* WeirService::Delete(grpc::CallbackServerContext* ctx,
