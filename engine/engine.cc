@@ -219,7 +219,10 @@ class PendingReceive : public QueueWaiter,
 };
 
 // Waits for both halves of a DeleteAndReceiveAsync call and answers once.
-// When the deletes failed, whatever the receive leased is released again.
+// A write error fails the deletes receipt by receipt (the call answers as
+// Delete does). The deletes fail whole only when the queue closed under
+// them (it was deleted), and then the receive has almost always failed too;
+// should it have leased anything, that is released again.
 class DeleteAndReceiveJoin {
  public:
   DeleteAndReceiveJoin(std::weak_ptr<Queue> queue, Dispatcher* dispatcher,

@@ -120,10 +120,16 @@ rocksdb::IOStatus PowerCutFileSystem::GetFreeSpace(
 }
 
 rocksdb::IOStatus PowerCutFileSystem::WriteError() const {
-  if (cut()) return PoweredOff();
-  if (full_.load()) return rocksdb::IOStatus::NoSpace("disk full (test)");
-  if (io_errors_.load()) return rocksdb::IOStatus::IOError("failing (test)");
-  return rocksdb::IOStatus::OK();
+  rocksdb::IOStatus e;
+  if (cut()) {
+    e = PoweredOff();
+  } else if (full_.load()) {
+    e = rocksdb::IOStatus::NoSpace("disk full (test)");
+  } else if (io_errors_.load()) {
+    e = rocksdb::IOStatus::IOError("failing (test)");
+  }
+  if (!e.ok()) refused_.fetch_add(1);
+  return e;
 }
 
 rocksdb::IOStatus PowerCutFileSystem::Track(

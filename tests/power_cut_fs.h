@@ -62,8 +62,11 @@ class PowerCutFileSystem : public rocksdb::FileSystemWrapper {
   // a cut, this can end.
   void SetDiskFull(bool full) { full_.store(full); }
   void SetIoErrors(bool failing) { io_errors_.store(failing); }
-  // The error a write gets now, or OK.
+  // The error a write gets now, or OK. Counts each error it returns.
   rocksdb::IOStatus WriteError() const;
+  // How many errors WriteError has returned: appends, flushes and syncs of
+  // tracked files that failed.
+  uint64_t refused_writes() const { return refused_.load(); }
   bool cut() const { return cut_.load(); }
 
   // Truncates every tracked file to the bytes it had synced. Call after the
@@ -95,6 +98,7 @@ class PowerCutFileSystem : public rocksdb::FileSystemWrapper {
   std::atomic<bool> cut_{false};
   std::atomic<bool> full_{false};
   std::atomic<bool> io_errors_{false};
+  mutable std::atomic<uint64_t> refused_{0};
   absl::Mutex mu_;
   std::map<std::string, Sizes> files_ ABSL_GUARDED_BY(mu_);
   absl::Time last_wal_sync_start_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();

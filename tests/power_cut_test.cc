@@ -589,6 +589,67 @@ TEST_F(PowerCutTest, ADeleteAndReceiveWhoseWriteFailsChangesNothing) {
   EXPECT_TRUE((*deleted)[0].ok()) << (*deleted)[0];
 }
 
+// A DeleteAndReceive whose deletes' write fails (a full disk) while its
+// receive is parked answers as Delete does, receipt by receipt: the delete
+// failed and its lease stands. The receive goes on waiting, and the message
+// it is handed once the disk has space again is the caller's, leased once.
+TEST_F(PowerCutTest,
+       ADeleteAndReceiveWhoseDeletesFailStillHandsOverItsReceive) {
+  dir_ = NewDir();
+  ASSERT_FALSE(dir_.empty());
+  FaultyEngine f = OpenFaulty(dir_, &clock_);
+  ASSERT_NE(f.engine, nullptr);
+  ASSERT_TRUE(SendBody(*f.engine, "a").ok());
+  ReceiveOptions o;
+  o.max_messages = 10;
+  o.visibility_timeout = kLease;
+  absl::StatusOr<std::vector<ReceivedMessage>> a = f.engine->Receive(kQueue, o);
+  ASSERT_TRUE(a.ok()) << a.status();
+  ASSERT_EQ(a->size(), 1u);
+
+  f.fs->SetDiskFull(true);
+  const uint64_t refused_before = f.fs->refused_writes();
+  absl::Notification done;
+  absl::StatusOr<DeleteAndReceiveResult> got;
+  // Nothing is ready: the receive parks (the fake clock never ends its
+  // wait) while the deletes' write fails.
+  f.engine->DeleteAndReceiveAsync(kQueue, {(*a)[0].receipt_handle}, o,
+                                  absl::Seconds(20), [&](auto r) {
+                                    got = std::move(r);
+                                    done.Notify();
+                                  });
+  const absl::Time deadline = absl::Now() + absl::Seconds(60);
+  while (f.fs->refused_writes() == refused_before && absl::Now() < deadline) {
+    absl::SleepFor(absl::Milliseconds(5));
+  }
+  ASSERT_GT(f.fs->refused_writes(), refused_before);
+  EXPECT_FALSE(done.HasBeenNotified());
+
+  // The send's own write leases "after" to the parked receive.
+  absl::StatusOr<std::vector<uint64_t>> after = FreeThenSend(f, "after");
+  ASSERT_TRUE(after.ok()) << after.status();
+  ASSERT_TRUE(done.WaitForNotificationWithTimeout(absl::Seconds(60)));
+  ASSERT_TRUE(got.ok()) << got.status();
+  ASSERT_EQ(got->deletes.size(), 1u);
+  EXPECT_EQ(got->deletes[0].code(), absl::StatusCode::kResourceExhausted)
+      << got->deletes[0];
+  ASSERT_EQ(got->messages.size(), 1u);
+  EXPECT_EQ(got->messages[0].body, "after");
+  EXPECT_EQ(got->messages[0].offset, (*after)[0]);
+  EXPECT_EQ(got->messages[0].receive_count, 1u);
+
+  // Both stay leased, each under its receipt; nothing is ready.
+  absl::StatusOr<QueueStats> stats = f.engine->GetQueueStats(kQueue, "");
+  ASSERT_TRUE(stats.ok()) << stats.status();
+  EXPECT_EQ(stats->in_flight, 2u);
+  EXPECT_TRUE(DrainReady(*f.engine).empty());
+  absl::StatusOr<std::vector<absl::Status>> deleted = f.engine->Delete(
+      kQueue, {(*a)[0].receipt_handle, got->messages[0].receipt_handle});
+  ASSERT_TRUE(deleted.ok()) << deleted.status();
+  EXPECT_TRUE((*deleted)[0].ok()) << (*deleted)[0];
+  EXPECT_TRUE((*deleted)[1].ok()) << (*deleted)[1];
+}
+
 // Any other write error fails the call with UNAVAILABLE and acknowledges
 // nothing. RocksDB then refuses writes until a restart (it cannot trust its
 // write-ahead log any more); the restart brings back everything
