@@ -75,9 +75,6 @@ SERVER_BINARIES = {
 # home; this one runs the broker as it is, with the environment given.
 RABBITMQ_SERVER = "/usr/lib/rabbitmq/bin/rabbitmq-server"
 
-# Systems that do not redeliver a message whose lease lapsed by themselves.
-NO_LEASE_LAPSE = ("rabbitmq",)
-
 # The peers, in the order of the report.
 PEERS = ("redis", "beanstalkd", "nats", "rabbitmq")
 
@@ -349,6 +346,20 @@ def steady_args(profile, peak_rate, fraction):
             max(1.0, round(peak_rate * fraction)), "--duration", p["steady_s"]]
 
 
+def not_applicable(args, system, extra):
+    """Why the load generator cannot run `extra` on `system`, or None."""
+    proc = subprocess.run(
+        [args.loadgen, "--system", system, "--check"] +
+        [str(x) for x in extra], stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True, timeout=60)
+    if proc.returncode == 0:
+        return None
+    if proc.returncode == 2:
+        return proc.stderr.strip().removeprefix("loadgen: ")
+    raise RuntimeError(f"loadgen --check failed ({proc.returncode}) on "
+                       f"{system}: {proc.stderr}")
+
+
 def run_system(args, system, tier, work_dir, results):
     peak = None
     for name, extra in scenarios(args.profile, tier):
@@ -358,9 +369,11 @@ def run_system(args, system, tier, work_dir, results):
                 continue
             fraction = 0.5 if name.endswith("50%") else 0.9
             extra = steady_args(args.profile, peak, fraction)
-        if name == "redelivery" and system in NO_LEASE_LAPSE:
-            log(f"{system} [{tier}] {name}: skipped, it has no visibility "
-                "timeout")
+        if args.scenarios and name not in args.scenarios:
+            continue
+        reason = not_applicable(args, system, extra)
+        if reason:
+            log(f"{system} [{tier}] {name}: skipped: {reason}")
             continue
         server = Server(system, tier, args.weir_server, work_dir).start()
         try:
@@ -667,6 +680,9 @@ def main():
     ap.add_argument("--systems",
                     default="weir,weir-stream,redis,beanstalkd,nats,rabbitmq")
     ap.add_argument("--tiers", default="sync,relaxed")
+    ap.add_argument("--scenarios", default="",
+                    help="comma-separated scenario names to run (default: "
+                    "all); the 50%% and 90%% runs need workqueue-peak")
     ap.add_argument("--results", help="JSON lines file (default: a temp file)")
     ap.add_argument("--doc", help="markdown file to write the section into")
     ap.add_argument("--img-dir", help="where the PNG chart goes")
@@ -692,6 +708,11 @@ def main():
             continue
         systems.append(s)
     tiers = [t for t in args.tiers.split(",") if t]
+    args.scenarios = [n for n in args.scenarios.split(",") if n]
+    known = {n for t in tiers for n, _ in scenarios(args.profile, t)}
+    for n in args.scenarios:
+        if n not in known:
+            ap.error(f"unknown scenario {n}; known: {', '.join(sorted(known))}")
 
     work_dir = tempfile.mkdtemp(prefix="weir-bench-")
     if not args.results:

@@ -47,4 +47,23 @@ for r in consumed:
     assert r["consumed"] > 0, r
 PY
 grep -q "^| Weir | sync" "$out/ack.txt"
+
+# Whether a workload applies is the load generator's to say: RabbitMQ never
+# lets a lease lapse by itself, so it has no redelivery run.
+"$loadgen" --system weir --workload redelivery --check
+status=0
+"$loadgen" --system rabbitmq --workload redelivery --check 2>"$out/check.txt" ||
+  status=$?
+test "$status" -eq 2
+grep -q "does not apply" "$out/check.txt"
+
+# --scenarios runs only those named.
+python3 "$compare" --loadgen "$loadgen" --weir-server "$server" \
+  --profile smoke --tiers sync --systems weir --scenarios ingest,drain \
+  --results "$out/some.jsonl" --command "smoke some" >/dev/null
+python3 - "$out/some.jsonl" <<'PY'
+import json, sys
+labels = sorted(json.loads(line)["label"] for line in open(sys.argv[1]))
+assert labels == ["drain", "ingest"], labels
+PY
 echo "compare smoke: OK"

@@ -228,6 +228,10 @@ int Main(int argc, char** argv) {
   app.add_option("--label", labels.label, "free text, as reported");
   app.add_option("--json-out", json_out, "append the result as a JSON line");
   app.add_flag("--json", json_only, "print only the JSON line");
+  bool check_only = false;
+  app.add_flag("--check", check_only,
+               "only say whether the workload applies to the system, "
+               "connecting to nothing: exit 0 if it does, 2 (and why) if not");
   CLI11_PARSE(app, argc, argv);
 
   absl::StatusOr<Workload> parsed = ParseWorkload(workload);
@@ -251,6 +255,13 @@ int Main(int argc, char** argv) {
   if (!peer.ok()) {
     std::cerr << "loadgen: " << peer.status() << std::endl;
     return 64;
+  }
+  if (check_only) {
+    absl::Status applies = CheckWorkloadApplies(config.workload, **peer);
+    if (applies.ok()) return 0;
+    std::cerr << "loadgen: " << labels.system << ", " << workload << ": "
+              << applies.message() << std::endl;
+    return 2;
   }
   const absl::Time setup_deadline = absl::Now() + kSetupTimeout;
   absl::Status setup;

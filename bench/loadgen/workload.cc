@@ -354,16 +354,23 @@ std::string WorkloadName(Workload workload) {
   return "unknown";
 }
 
+absl::Status CheckWorkloadApplies(Workload workload, const Peer& peer) {
+  if (workload == Workload::kRedelivery && !peer.LeasesLapse()) {
+    return absl::FailedPreconditionError(
+        "this system does not redeliver a message whose lease lapsed, so the "
+        "redelivery workload does not apply to it");
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<WorkloadResult> RunWorkload(const WorkloadConfig& config,
                                            Peer& peer) {
   if (config.size < kHeaderBytes) {
     return absl::InvalidArgumentError(absl::StrCat(
         "message size ", config.size, " is below the minimum ", kHeaderBytes));
   }
-  if (config.workload == Workload::kRedelivery && !peer.LeasesLapse()) {
-    return absl::FailedPreconditionError(
-        "this system does not redeliver a message whose lease lapsed, so the "
-        "redelivery workload does not apply to it");
+  if (absl::Status s = CheckWorkloadApplies(config.workload, peer); !s.ok()) {
+    return s;
   }
   const int consumers =
       config.workload == Workload::kIngest ? 0 : config.consumers;

@@ -100,6 +100,11 @@ struct WorkloadResult {
   int64_t backlog = -1;
 };
 
+// OK, or FAILED_PRECONDITION saying why when `workload` cannot run on
+// `peer`'s system (the redelivery workload on a system whose leases never
+// lapse). Connects to nothing.
+absl::Status CheckWorkloadApplies(Workload workload, const Peer& peer);
+
 // Runs one workload against `peer` (Setup already done). Fails only when
 // clients cannot connect; failed calls are counted in the result.
 absl::StatusOr<WorkloadResult> RunWorkload(const WorkloadConfig& config,
