@@ -7,7 +7,7 @@
 //   bazel build -c opt //bench:grpc_floor
 //   bazel-bin/bench/grpc_floor --serve 127.0.0.1:50090 --server-api callback &
 //   bazel-bin/bench/grpc_floor --target 127.0.0.1:50090 --server-pid PID \
-//       --clients 64 --client-api sync --seconds 5
+//       --clients 64 [--connections 1] --client-api sync --seconds 5
 //
 // --client-api: sync (a blocking stub call), callback-wait (the callback API,
 // waited for: client/call.h), callback (each completion starts the next
@@ -204,18 +204,18 @@ v1::SendRequest OneMessage() {
   return request;
 }
 
-std::unique_ptr<v1::Weir::Stub> NewStub(const std::string& target) {
-  return v1::Weir::NewStub(CreateChannel(
-      target,
-      ChannelOptions{.dedicated_connection = true, .int_args = channel_args}));
+// A channel on a TCP connection of its own.
+std::shared_ptr<grpc::Channel> NewChannel(const std::string& target) {
+  return CreateChannel(target, ChannelOptions{.dedicated_connection = true,
+                                              .int_args = channel_args});
 }
 
 // One client: calls Send until `stop`, one call at a time, counting them,
 // on a blocking stub or, with `callback`, through the callback API waited
 // for (CallAndWait, as weir::Client calls).
-void UnaryClient(const std::string& target, bool callback,
+void UnaryClient(std::shared_ptr<grpc::Channel> channel, bool callback,
                  const std::atomic<bool>& stop, std::atomic<uint64_t>& calls) {
-  auto stub = NewStub(target);
+  auto stub = v1::Weir::NewStub(channel);
   const v1::SendRequest request = OneMessage();
   while (!stop.load(std::memory_order_relaxed)) {
     grpc::ClientContext context;
@@ -231,9 +231,9 @@ void UnaryClient(const std::string& target, bool callback,
 
 // The same over one Publish stream per client, each request answered
 // before the next is written (as the load generator's weir-stream does).
-void StreamClient(const std::string& target, const std::atomic<bool>& stop,
-                  std::atomic<uint64_t>& calls) {
-  auto stub = NewStub(target);
+void StreamClient(std::shared_ptr<grpc::Channel> channel,
+                  const std::atomic<bool>& stop, std::atomic<uint64_t>& calls) {
+  auto stub = v1::Weir::NewStub(channel);
   grpc::ClientContext context;
   auto stream = stub->Publish(&context);
   const v1::SendRequest one = OneMessage();
@@ -258,9 +258,9 @@ void StreamClient(const std::string& target, const std::atomic<bool>& stop,
 // no thread of ours waits.
 class CallbackClient {
  public:
-  CallbackClient(const std::string& target, const std::atomic<bool>& stop,
-                 std::atomic<uint64_t>& calls)
-      : stub_(NewStub(target)),
+  CallbackClient(std::shared_ptr<grpc::Channel> channel,
+                 const std::atomic<bool>& stop, std::atomic<uint64_t>& calls)
+      : stub_(v1::Weir::NewStub(channel)),
         request_(OneMessage()),
         stop_(stop),
         calls_(calls) {}
@@ -293,21 +293,26 @@ class CallbackClient {
 };
 
 int Drive(const std::string& target, int server_pid, int clients,
-          const std::string& api, double seconds) {
+          int connections, const std::string& api, double seconds) {
+  // Client i calls on connection i % connections.
+  if (connections <= 0 || connections > clients) connections = clients;
+  std::vector<std::shared_ptr<grpc::Channel>> channels;
+  for (int i = 0; i < connections; ++i) channels.push_back(NewChannel(target));
   std::atomic<bool> stop{false};
   std::atomic<uint64_t> calls{0};
   std::vector<std::thread> threads;
   std::vector<std::unique_ptr<CallbackClient>> callback_clients;
   for (int i = 0; i < clients; ++i) {
     if (api == "sync" || api == "callback-wait") {
-      threads.emplace_back(UnaryClient, target, api == "callback-wait",
-                           std::cref(stop), std::ref(calls));
-    } else if (api == "stream") {
-      threads.emplace_back(StreamClient, target, std::cref(stop),
+      threads.emplace_back(UnaryClient, channels[i % connections],
+                           api == "callback-wait", std::cref(stop),
                            std::ref(calls));
+    } else if (api == "stream") {
+      threads.emplace_back(StreamClient, channels[i % connections],
+                           std::cref(stop), std::ref(calls));
     } else {
-      callback_clients.push_back(
-          std::make_unique<CallbackClient>(target, stop, calls));
+      callback_clients.push_back(std::make_unique<CallbackClient>(
+          channels[i % connections], stop, calls));
       callback_clients.back()->Start();
     }
   }
@@ -329,10 +334,10 @@ int Drive(const std::string& target, int server_pid, int clients,
     return 1;
   }
   std::printf(
-      "clients %d (%s): %.0f calls/s; client %.2f cores, %.1f us/call; "
-      "server %.2f cores, %.1f us/call\n",
-      clients, api.c_str(), n / elapsed, own / elapsed, own / n * 1e6,
-      server / elapsed, server / n * 1e6);
+      "clients %d on %d connections (%s): %.0f calls/s; client %.2f cores, "
+      "%.1f us/call; server %.2f cores, %.1f us/call\n",
+      clients, connections, api.c_str(), n / elapsed, own / elapsed,
+      own / n * 1e6, server / elapsed, server / n * 1e6);
   return 0;
 }
 
@@ -342,7 +347,7 @@ int Drive(const std::string& target, int server_pid, int clients,
 int main(int argc, char** argv) {
   CLI::App app{"The cost of a unary gRPC call with nothing behind it"};
   std::string serve, target, server_api = "callback", client_api = "sync";
-  int server_threads = 2, clients = 64, server_pid = 0;
+  int server_threads = 2, clients = 64, server_pid = 0, connections = 0;
   double seconds = 5;
   app.add_option("--serve", serve, "host:port to serve on");
   app.add_option("--server-api", server_api, "callback or async")
@@ -353,6 +358,10 @@ int main(int argc, char** argv) {
   app.add_option("--target", target, "host:port of a --serve process");
   app.add_option("--server-pid", server_pid, "its pid, for its CPU time");
   app.add_option("--clients", clients)->check(CLI::Range(1, 1024));
+  app.add_option("--connections", connections,
+                 "TCP connections the clients share, round robin (default: "
+                 "one each)")
+      ->check(CLI::Range(0, 1024));
   app.add_option(
          "--client-api", client_api,
          "sync, callback-wait, callback (unary Send) or stream (Publish)")
@@ -380,5 +389,6 @@ int main(int argc, char** argv) {
   if (!serve.empty()) {
     return weir::Serve(serve, server_api, server_threads);
   }
-  return weir::Drive(target, server_pid, clients, client_api, seconds);
+  return weir::Drive(target, server_pid, clients, connections, client_api,
+                     seconds);
 }

@@ -21,3 +21,7 @@ for api in sync callback-wait callback stream; do
   echo "$line"
   [[ "$line" == *" calls/s; client "* ]] || exit 1
 done
+line="$("$floor" --target "127.0.0.1:$port" --server-pid "$server" \
+  --clients 4 --connections 1 --client-api callback-wait --seconds 0.3)"
+echo "$line"
+[[ "$line" == *"clients 4 on 1 connections"*" calls/s; client "* ]] || exit 1

@@ -288,6 +288,8 @@ def run_loadgen(args, system, tier, server, name, extra):
            name, "--json"] + [str(x) for x in extra]
     if args.ack_with_receive and "ingest" not in extra:
         cmd.append("--ack-with-receive")
+    if system in WEIR_SYSTEMS and args.weir_connections:
+        cmd += ["--connections", str(args.weir_connections)]
     if system == "rabbitmq":
         cmd += ["--rabbitmq-queue-type",
                 "quorum" if tier == "sync" else "classic"]
@@ -304,6 +306,9 @@ def run_loadgen(args, system, tier, server, name, extra):
             f"{proc.stderr}\n--- server log ---\n{server.log_tail()}")
     result["exit_code"] = proc.returncode
     result["tier_setting"] = TIER_SETTINGS.get((system, tier), "")
+    if result.get("connections"):
+        result["tier_setting"] += (f", clients on {result['connections']} "
+                                   "shared connections")
     return result
 
 
@@ -691,6 +696,9 @@ def main():
     ap.add_argument("--skip-missing", action="store_true",
                     help="leave out peers whose server is not installed")
     ap.add_argument("--run-timeout", type=float, default=1800)
+    ap.add_argument("--weir-connections", type=int, default=0,
+                    help="Weir's clients share this many TCP connections "
+                    "(loadgen --connections; default: one each)")
     ap.add_argument("--ack-with-receive", action="store_true",
                     help="consumers acknowledge each batch in the call that "
                     "receives the next (loadgen --ack-with-receive)")

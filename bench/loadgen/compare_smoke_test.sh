@@ -57,13 +57,26 @@ status=0
 test "$status" -eq 2
 grep -q "does not apply" "$out/check.txt"
 
-# --scenarios runs only those named.
+# --scenarios runs only those named; --weir-connections has Weir's clients
+# share connections.
 python3 "$compare" --loadgen "$loadgen" --weir-server "$server" \
-  --profile smoke --tiers sync --systems weir --scenarios ingest,drain \
-  --results "$out/some.jsonl" --command "smoke some" >/dev/null
+  --profile smoke --tiers sync --systems weir,weir-stream \
+  --scenarios ingest,drain --weir-connections 2 \
+  --results "$out/some.jsonl" --command "smoke some" >"$out/some.txt"
 python3 - "$out/some.jsonl" <<'PY'
 import json, sys
-labels = sorted(json.loads(line)["label"] for line in open(sys.argv[1]))
-assert labels == ["drain", "ingest"], labels
+rows = [json.loads(line) for line in open(sys.argv[1])]
+labels = sorted((r["system"], r["label"]) for r in rows)
+assert labels == [("weir", "drain"), ("weir", "ingest"),
+                  ("weir-stream", "drain"), ("weir-stream", "ingest")], labels
+for r in rows:
+    assert r["connections"] == 2, r
+    assert r["errors"] == 0 and r["lost"] == 0, r
 PY
+grep -q "2 shared connections" "$out/some.txt"
+status=0
+"$loadgen" --system redis --connections 2 --workload ingest --check \
+  2>"$out/check.txt" || status=$?
+test "$status" -eq 64
+grep -q "for Weir only" "$out/check.txt"
 echo "compare smoke: OK"

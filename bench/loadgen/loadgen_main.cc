@@ -58,6 +58,8 @@ struct Labels {
   std::string system;
   std::string tier;
   std::string label;
+  // --connections: the TCP connections Weir's clients share (0: one each).
+  int connections = 0;
 };
 
 std::string ToJson(const Labels& labels, const WorkloadConfig& config,
@@ -77,6 +79,7 @@ std::string ToJson(const Labels& labels, const WorkloadConfig& config,
       ",\"tier\":", JsonString(labels.tier),
       ",\"label\":", JsonString(labels.label),
       ",\"workload\":", JsonString(WorkloadName(config.workload)),
+      ",\"connections\":", labels.connections,
       absl::StrFormat(
           ",\"producers\":%d,\"consumers\":%d,\"size\":%d,\"send_batch\":%d,"
           "\"receive_batch\":%d,\"rate\":%.1f,\"duration_s\":%.3f,"
@@ -125,6 +128,9 @@ void PrintText(const Labels& labels, const WorkloadConfig& config,
       config.producers, config.send_batch, config.consumers,
       config.receive_batch, config.size,
       config.rate > 0 ? absl::StrFormat("%.0f/s", config.rate) : "max");
+  if (labels.connections > 0) {
+    std::cout << "  clients share " << labels.connections << " connections\n";
+  }
   if (r.sent > 0) {
     std::cout << absl::StrFormat("  send     %10.0f msg/s  %8.2f MB/s  (%d)\n",
                                  send_rate, send_rate * config.size / 1e6,
@@ -180,6 +186,10 @@ int Main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--address", address, "host:port of the server")
       ->capture_default_str();
+  app.add_option("--connections", labels.connections,
+                 "weir, weir-stream: the clients share this many TCP "
+                 "connections, round robin (default 0: one each)")
+      ->check(CLI::NonNegativeNumber);
   app.add_option("--workload", workload,
                  "ingest, workqueue, drain or redelivery")
       ->capture_default_str();
@@ -251,7 +261,10 @@ int Main(int argc, char** argv) {
   config.timeout = absl::Seconds(timeout_s);
   config.server_pid = server_pid;
 
-  absl::StatusOr<std::unique_ptr<Peer>> peer = MakePeer(labels.system, address);
+  PeerOptions peer_options;
+  peer_options.connections = labels.connections;
+  absl::StatusOr<std::unique_ptr<Peer>> peer =
+      MakePeer(labels.system, address, peer_options);
   if (!peer.ok()) {
     std::cerr << "loadgen: " << peer.status() << std::endl;
     return 64;

@@ -1,5 +1,7 @@
 #include "bench/loadgen/peer.h"
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 
@@ -16,9 +18,22 @@ absl::Status PeerClient::DeleteAndReceive(
 }
 
 absl::StatusOr<std::unique_ptr<Peer>> MakePeer(const std::string& name,
-                                               const std::string& address) {
-  if (name == "weir") return MakeWeirPeer(address, /*streams=*/false);
-  if (name == "weir-stream") return MakeWeirPeer(address, /*streams=*/true);
+                                               const std::string& address,
+                                               const PeerOptions& options) {
+  if (options.connections < 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "connections must be 0 or more, got ", options.connections));
+  }
+  if (name == "weir" || name == "weir-stream") {
+    return MakeWeirPeer(address, /*streams=*/name == "weir-stream",
+                        options.connections);
+  }
+  if (options.connections != 0 &&
+      std::find(PeerNames().begin(), PeerNames().end(), name) !=
+          PeerNames().end()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("shared connections are for Weir only, not ", name));
+  }
   if (name == "redis") return MakeRedisPeer(address);
   if (name == "beanstalkd") return MakeBeanstalkdPeer(address);
   if (name == "nats") return MakeNatsPeer(address);

@@ -83,7 +83,9 @@ class Peer {
   // connects. May be retried while the server starts.
   virtual absl::Status Setup(const QueueSpec& spec) = 0;
 
-  // A new connection, ready to use.
+  // A new client, ready to use: a connection of its own, or with
+  // PeerOptions::connections one of the shared ones. Called from one thread
+  // at a time.
   virtual absl::StatusOr<std::unique_ptr<PeerClient>> Connect() = 0;
 
   // Messages still in the queue (ready, leased or delayed), if the system
@@ -95,6 +97,15 @@ class Peer {
   virtual bool LeasesLapse() const { return true; }
 };
 
+// How the load generator reaches a system, beyond its address.
+struct PeerOptions {
+  // Weir only: the clients share this many TCP connections (gRPC channels),
+  // handed out round robin, as the threads of one process share a channel;
+  // 0 gives every client a connection of its own, as separate processes
+  // would have. Other systems refuse anything but 0.
+  int connections = 0;
+};
+
 // Systems the load generator knows, by the name used on its command line.
 inline const std::vector<std::string>& PeerNames() {
   static const auto* names = new std::vector<std::string>{
@@ -103,14 +114,17 @@ inline const std::vector<std::string>& PeerNames() {
 }
 
 // The Peer of system `name` (one of PeerNames()) at `address` ("host:port").
-absl::StatusOr<std::unique_ptr<Peer>> MakePeer(const std::string& name,
-                                               const std::string& address);
+// INVALID_ARGUMENT for an unknown name or options the system cannot take.
+absl::StatusOr<std::unique_ptr<Peer>> MakePeer(
+    const std::string& name, const std::string& address,
+    const PeerOptions& options = PeerOptions());
 
 // The adapters, one per file. Weir sends with Send calls and consumes
 // through Receive and Delete, or with `streams` sends over one Publish
 // stream per producer and consumes through one Subscribe stream per
-// consumer.
-std::unique_ptr<Peer> MakeWeirPeer(const std::string& address, bool streams);
+// consumer. With `connections` > 0 the clients share that many connections.
+std::unique_ptr<Peer> MakeWeirPeer(const std::string& address, bool streams,
+                                   int connections);
 std::unique_ptr<Peer> MakeRedisPeer(const std::string& address);
 std::unique_ptr<Peer> MakeBeanstalkdPeer(const std::string& address);
 std::unique_ptr<Peer> MakeNatsPeer(const std::string& address);

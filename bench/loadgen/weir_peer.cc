@@ -1,7 +1,8 @@
-// Weir over gRPC, one channel with a connection of its own per client:
-// either unary calls (Send, Receive long poll, Delete), or streams (a Publish
-// stream for sends, and a Subscribe stream that pushes messages against
-// credit and takes deletes on the same stream).
+// Weir over gRPC, one channel with a connection of its own per client (or
+// clients sharing a few, with --connections): either unary calls (Send, Receive
+// long poll, Delete), or streams (a Publish stream for sends, and a Subscribe
+// stream that pushes messages against credit and takes deletes on the same
+// stream).
 
 #include <deque>
 #include <memory>
@@ -298,8 +299,10 @@ class WeirSubscribeClient : public WeirPublishClient {
 
 class WeirPeer : public Peer {
  public:
-  WeirPeer(std::string address, bool streams)
-      : address_(std::move(address)), streams_(streams) {}
+  WeirPeer(std::string address, bool streams, int connections)
+      : address_(std::move(address)),
+        streams_(streams),
+        connections_(connections) {}
 
   absl::Status Setup(const QueueSpec& spec) override {
     queue_ = spec.name;
@@ -316,14 +319,22 @@ class WeirPeer : public Peer {
   }
 
   absl::StatusOr<std::unique_ptr<PeerClient>> Connect() override {
-    ChannelOptions options;
-    options.dedicated_connection = true;
-    std::shared_ptr<grpc::Channel> channel = CreateChannel(address_, options);
-    if (!channel->WaitForConnected(
-            absl::ToChronoTime(absl::Now() + kCallTimeout))) {
-      return absl::UnavailableError(
-          absl::StrCat("cannot connect to Weir at ", address_));
+    std::shared_ptr<grpc::Channel> channel;
+    if (connections_ > 0 &&
+        static_cast<int>(channels_.size()) == connections_) {
+      channel = channels_[clients_ % connections_];
+    } else {
+      ChannelOptions options;
+      options.dedicated_connection = true;
+      channel = CreateChannel(address_, options);
+      if (!channel->WaitForConnected(
+              absl::ToChronoTime(absl::Now() + kCallTimeout))) {
+        return absl::UnavailableError(
+            absl::StrCat("cannot connect to Weir at ", address_));
+      }
+      if (connections_ > 0) channels_.push_back(channel);
     }
+    ++clients_;
     if (streams_) {
       return std::make_unique<WeirSubscribeClient>(std::move(channel), queue_);
     }
@@ -344,13 +355,19 @@ class WeirPeer : public Peer {
  private:
   const std::string address_;
   const bool streams_;
+  const int connections_;
   std::string queue_;
+  // With connections_ > 0: the channels clients share, and how many clients
+  // have connected. Connect is called from one thread.
+  std::vector<std::shared_ptr<grpc::Channel>> channels_;
+  int clients_ = 0;
 };
 
 }  // namespace
 
-std::unique_ptr<Peer> MakeWeirPeer(const std::string& address, bool streams) {
-  return std::make_unique<WeirPeer>(address, streams);
+std::unique_ptr<Peer> MakeWeirPeer(const std::string& address, bool streams,
+                                   int connections) {
+  return std::make_unique<WeirPeer>(address, streams, connections);
 }
 
 }  // namespace loadgen
