@@ -6,7 +6,7 @@
 //
 //   bazel build -c opt //bench:grpc_floor
 //   bazel-bin/bench/grpc_floor --serve 127.0.0.1:50090 --server-api callback &
-//   bazel-bin/bench/grpc_floor --target 127.0.0.1:50090 --server-pid PID \
+//   bazel-bin/bench/grpc_floor --target 127.0.0.1:50090 --server-pid PID
 //       --clients 64 [--connections 1] --client-api sync --seconds 5
 //
 // --client-api: sync (a blocking stub call), callback-wait (the callback API,
