@@ -1,9 +1,12 @@
 // Subscribe over gRPC against the real server: push on arrival, exact
-// credit, deletes/extends/releases on the stream, and leases released when a
-// stream ends.
+// credit, deletes/extends/releases on the stream, leases released when a
+// stream ends, and streams of random requests.
 #include <atomic>
 #include <fstream>
+#include <iostream>
+#include <map>
 #include <memory>
+#include <random>
 #include <set>
 #include <string>
 #include <thread>
@@ -114,6 +117,7 @@ class Stream {
     SubscribeResponse resp;
     while (stream_->Read(&resp)) {
       for (const auto& m : resp.messages()) extra_.push_back(m);
+      if (resp.has_ack()) acks_.push_back(resp.ack());
     }
     return stream_->Finish();
   }
@@ -121,6 +125,8 @@ class Stream {
   void Cancel() { context_.TryCancel(); }
 
   const std::vector<weir::v1::Message>& extra() const { return extra_; }
+  // Acks read so far and not taken by Ack().
+  const std::vector<weir::v1::SubscribeAck>& acks() const { return acks_; }
 
  private:
   grpc::ClientContext context_;
@@ -369,6 +375,160 @@ TEST_F(SubscribeE2ETest, BadRequestsEndTheStreamWithAClearStatus) {
   // Nothing was taken, and the server still serves.
   SendOk(q, {"fine"});
   EXPECT_EQ(Bodies(TakeReady(q)), std::vector<std::string>{"fine"});
+}
+
+// Streams of random requests, valid and not: credit in and out of range,
+// starts where they do not belong, deletes, extends and releases of real
+// and made-up receipts with timeouts in and out of range. Every stream ends
+// with a status a client can act on, every ack answers a request entry by
+// entry, and afterwards every message is either deleted (by a delete that
+// said so) or delivered again: none lost, none twice.
+TEST_F(SubscribeE2ETest, RandomRequestSequencesEndCleanlyAndLoseNothing) {
+  // Leases taken without a timeout of their own last ten minutes: they
+  // come back within the test only when a stream's end releases them.
+  QueueConfig config;
+  config.set_visibility_timeout_ms(kLongLeaseMs);
+  const std::string q = NewQueue("sub-random", config);
+  constexpr int kMessages = 40;
+  std::vector<std::string> all;
+  for (int i = 0; i < kMessages; ++i) all.push_back(absl::StrCat("m", i));
+  SendOk(q, all);
+  // Receipts leased outside any stream, for the streams to act on.
+  std::map<std::string, std::string> body_of;
+  for (const weir::v1::Message& m : ReceiveCount(q, 8, kLongLeaseMs)) {
+    body_of[m.receipt_handle()] = m.body();
+  }
+  std::vector<std::string> real;
+  for (const auto& [receipt, body] : body_of) real.push_back(receipt);
+  ASSERT_EQ(real.size(), 8u);
+
+  const uint32_t seed = std::random_device()();
+  SCOPED_TRACE(absl::StrCat("seed ", seed));
+  std::mt19937 rng(seed);
+  auto pick = [&rng](const auto& options) {
+    return options[std::uniform_int_distribution<size_t>(
+        0, options.size() - 1)(rng)];
+  };
+  auto chance = [&rng](double p) {
+    return std::bernoulli_distribution(p)(rng);
+  };
+  const std::vector<int> credits = {0, 0, 1, 2, 5, 16};
+  const std::vector<int> wild_credits = {-3, -1, 10000, 10001};
+  const std::vector<int64_t> real_timeouts = {0, 1, 200, 500, 2000};
+  const std::vector<int64_t> wild_timeouts = {-1, 0, 1, 43'200'000, 43'200'001};
+  const std::vector<std::string> made_up = {
+      "", "x", "#0", std::string(300, 'r'), "AAAAAAAAAAAAAAAAAAAAAAAA"};
+  auto receipt = [&]() -> std::string {
+    return chance(0.6) ? pick(real) : pick(made_up);
+  };
+  const std::set<StatusCode> clean = {
+      StatusCode::OK, StatusCode::INVALID_ARGUMENT, StatusCode::NOT_FOUND,
+      StatusCode::FAILED_PRECONDITION, StatusCode::OUT_OF_RANGE};
+
+  std::set<std::string> deleted;
+  std::map<StatusCode, int> endings;
+  int acks = 0;
+  for (int n = 0; n < 60; ++n) {
+    SCOPED_TRACE(absl::StrCat("stream ", n));
+    Stream s(client().stub());
+    // What each request with entries asked for, by request id.
+    std::map<uint64_t, SubscribeRequest> asked;
+    uint64_t next_id = 0;
+    const int requests = std::uniform_int_distribution<int>(1, 7)(rng);
+    for (int r = 0; r < requests; ++r) {
+      SubscribeRequest req;
+      if (r == 0 ? chance(0.92) : chance(0.03)) {
+        req.mutable_start()->set_queue(chance(0.95) ? q : "no-such-queue");
+        if (chance(0.05)) req.mutable_start()->set_group("no-such-group");
+        if (chance(0.7)) {
+          req.mutable_start()->set_visibility_timeout_ms(
+              chance(0.95) ? pick(real_timeouts) + 1 : pick(wild_timeouts));
+        }
+      }
+      req.set_credit(chance(0.95) ? pick(credits) : pick(wild_credits));
+      const int entries = std::uniform_int_distribution<int>(0, 3)(rng);
+      for (int e = 0; e < entries; ++e) {
+        switch (std::uniform_int_distribution<int>(0, 2)(rng)) {
+          case 0:
+            req.add_delete_receipt_handles(receipt());
+            break;
+          case 1: {
+            weir::v1::VisibilityChange* c = req.add_extend();
+            c->set_receipt_handle(receipt());
+            c->set_visibility_timeout_ms(chance(0.95) ? pick(real_timeouts)
+                                                      : pick(wild_timeouts));
+            break;
+          }
+          default: {
+            weir::v1::VisibilityChange* c = req.add_release();
+            c->set_receipt_handle(receipt());
+            c->set_visibility_timeout_ms(chance(0.95) ? pick(real_timeouts)
+                                                      : pick(wild_timeouts));
+            break;
+          }
+        }
+      }
+      if (entries > 0) {
+        req.set_request_id(++next_id);
+        asked[next_id] = req;
+      }
+      if (!s.Write(req)) break;  // The server ended the stream.
+    }
+    const grpc::Status status = s.Close();
+    EXPECT_TRUE(clean.count(status.error_code()) > 0)
+        << "stream ended with " << status.error_code() << ": "
+        << status.error_message();
+    ++endings[status.error_code()];
+    acks += static_cast<int>(s.acks().size());
+    for (const weir::v1::SubscribeAck& ack : s.acks()) {
+      auto it = asked.find(ack.request_id());
+      ASSERT_NE(it, asked.end()) << "ack of request " << ack.request_id();
+      const SubscribeRequest& req = it->second;
+      ASSERT_EQ(ack.delete_results_size(), req.delete_receipt_handles_size());
+      EXPECT_EQ(ack.extend_results_size(), req.extend_size());
+      EXPECT_EQ(ack.release_results_size(), req.release_size());
+      for (int i = 0; i < ack.delete_results_size(); ++i) {
+        if (ack.delete_results(i).code() != 0) continue;
+        auto body = body_of.find(req.delete_receipt_handles(i));
+        ASSERT_NE(body, body_of.end()) << "a made-up receipt was deleted: \""
+                                       << req.delete_receipt_handles(i) << "\"";
+        deleted.insert(body->second);
+      }
+    }
+  }
+
+  std::cout << "seed " << seed << ": streams ended";
+  for (const auto& [code, count] : endings) {
+    std::cout << " " << count << "x code " << code;
+  }
+  std::cout << "; " << acks << " acks; " << deleted.size()
+            << " deleted by the streams" << std::endl;
+
+  // The receipts leased outside the streams, where still valid, are
+  // deleted now.
+  Reply<weir::v1::DeleteResponse> ours = client().Delete(q, real);
+  ASSERT_TRUE(ours.ok()) << Describe(ours.status);
+  ASSERT_EQ(ours.response.results_size(), static_cast<int>(real.size()));
+  for (size_t i = 0; i < real.size(); ++i) {
+    if (ours.response.results(i).code() == 0) {
+      deleted.insert(body_of[real[i]]);
+    }
+  }
+  // Everything else comes back: whatever the streams held was released
+  // when they ended, and every lease they could set is short.
+  std::set<std::string> drained;
+  const int expected = kMessages - static_cast<int>(deleted.size());
+  for (const weir::v1::Message& m : ReceiveCount(q, expected, kLongLeaseMs)) {
+    EXPECT_TRUE(drained.insert(m.body()).second) << m.body() << " twice";
+    EXPECT_EQ(deleted.count(m.body()), 0u) << m.body() << " was deleted";
+  }
+  Reply<weir::v1::ReceiveResponse> more =
+      client().Receive(q, kMaxBatch, kLongLeaseMs, /*wait_time_ms=*/3000);
+  ASSERT_TRUE(more.ok()) << Describe(more.status);
+  EXPECT_EQ(more.response.messages_size(), 0);
+  std::set<std::string> accounted = drained;
+  accounted.insert(deleted.begin(), deleted.end());
+  EXPECT_EQ(accounted, std::set<std::string>(all.begin(), all.end()));
 }
 
 // The server's thread count, from /proc.
