@@ -1,12 +1,14 @@
 // Publish over gRPC against the real server, through weir::Publisher and a
 // raw stream: one answer per request, errors per request with the stream
 // going on, many requests in flight (past the server's read pause), clean
-// half-close, cancellation, shutdown, and acknowledged publishes surviving a
-// SIGKILL.
+// half-close, cancellation, shutdown, acknowledged publishes surviving a
+// SIGKILL, and a stream of random requests.
 #include <cstdint>
 #include <functional>
+#include <iostream>
 #include <map>
 #include <memory>
+#include <random>
 #include <set>
 #include <string>
 #include <thread>
@@ -179,6 +181,106 @@ TEST_F(PublishE2ETest, PipelinedRequestsAreEachAnsweredOnce) {
     EXPECT_EQ(stored[offset], body_by_id[id]) << "request " << id;
   }
   EXPECT_EQ(stored.size(), kRequests);
+}
+
+// A stream of random requests, valid and not: unknown queues, no entries or
+// too many, bodies over the limit, attributes, delays, ordering keys and
+// dedup ids in and out of range. Every request is answered once, with
+// offsets for each entry or with an error a client can act on; the stream
+// goes on after every error and ends OK; and the queue then holds exactly
+// the entries of the requests that were answered OK, at their offsets.
+TEST_F(PublishE2ETest, RandomRequestsAreEachAnsweredAndOnlyTheAcceptedStored) {
+  const std::string queue = NewQueue("publish-random");
+  const uint32_t seed = std::random_device()();
+  SCOPED_TRACE(absl::StrCat("seed ", seed));
+  std::mt19937 rng(seed);
+  auto chance = [&rng](double p) {
+    return std::bernoulli_distribution(p)(rng);
+  };
+  auto pick = [&rng](const auto& options) {
+    return options[std::uniform_int_distribution<size_t>(
+        0, options.size() - 1)(rng)];
+  };
+  const std::vector<std::string> queues = {"", "no-such-queue", "bad name!",
+                                           std::string(300, 'q')};
+  const std::vector<std::string> keys = {"k", "", "a b", std::string(300, 'k')};
+  const std::vector<int64_t> delays = {-1, 0, 15 * 60 * 1000 + 1};
+  const std::string long_key(129, 'o');
+
+  constexpr int kRequests = 300;
+  std::map<uint64_t, PublishRequest> asked;
+  for (int i = 1; i <= kRequests; ++i) {
+    PublishRequest req;
+    req.set_request_id(i);
+    req.set_queue(chance(0.95) ? queue : pick(queues));
+    int entries = std::uniform_int_distribution<int>(1, 5)(rng);
+    if (chance(0.03)) entries = 0;
+    if (chance(0.01)) entries = 1001;
+    for (int e = 0; e < entries; ++e) {
+      SendEntry* entry = req.add_entries();
+      entry->set_body(chance(0.02)
+                          ? std::string(kDefaultMaxMessageBytes + 1, 'x')
+                          : absl::StrCat("r", i, "-e", e));
+      if (chance(0.05)) (*entry->mutable_attributes())[pick(keys)] = "v";
+      if (chance(0.03)) entry->set_delay_ms(pick(delays));
+      if (chance(0.03)) {
+        entry->set_ordering_key(chance(0.5) ? "key" : long_key);
+      }
+      if (chance(0.02)) entry->set_dedup_id(long_key);
+    }
+    asked[i] = req;
+  }
+
+  grpc::ClientContext context;
+  context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(300)));
+  std::unique_ptr<v1::Weir::Stub> stub = server().NewStub();
+  auto stream = stub->Publish(&context);
+  std::thread writer([&] {
+    for (const auto& [id, req] : asked) {
+      if (!stream->Write(req)) return;
+    }
+    stream->WritesDone();
+  });
+  const std::set<int> clean = {grpc::StatusCode::INVALID_ARGUMENT,
+                               grpc::StatusCode::NOT_FOUND};
+  std::map<uint64_t, std::string> accepted;  // offset -> body
+  std::set<uint64_t> answered;
+  std::map<int, int> codes;
+  PublishResponse resp;
+  while (stream->Read(&resp)) {
+    auto it = asked.find(resp.request_id());
+    ASSERT_NE(it, asked.end()) << "answer to request " << resp.request_id();
+    EXPECT_TRUE(answered.insert(resp.request_id()).second)
+        << "request " << resp.request_id() << " answered twice";
+    const PublishRequest& req = it->second;
+    ++codes[resp.result().code()];
+    if (resp.result().code() != 0) {
+      EXPECT_TRUE(clean.count(resp.result().code()) > 0)
+          << "request " << resp.request_id() << ": code "
+          << resp.result().code() << ": " << resp.result().message();
+      EXPECT_FALSE(resp.result().message().empty());
+      EXPECT_EQ(resp.offsets_size(), 0);
+      continue;
+    }
+    ASSERT_EQ(resp.offsets_size(), req.entries_size())
+        << "request " << resp.request_id();
+    for (int e = 0; e < req.entries_size(); ++e) {
+      EXPECT_TRUE(
+          accepted.emplace(resp.offsets(e), req.entries(e).body()).second)
+          << "offset " << resp.offsets(e) << " given twice";
+    }
+  }
+  writer.join();
+  const grpc::Status status = stream->Finish();
+  EXPECT_TRUE(status.ok()) << status.error_message();
+  EXPECT_EQ(answered.size(), kRequests);
+  std::cout << "seed " << seed << ":";
+  for (const auto& [code, count] : codes) {
+    std::cout << " " << count << "x code " << code;
+  }
+  std::cout << "; " << accepted.size() << " entries stored" << std::endl;
+
+  EXPECT_EQ(ReadAll(weir(), queue), accepted);
 }
 
 // Writes `requests` requests of one message each (bodies from `body`) on a
