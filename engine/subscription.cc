@@ -297,8 +297,15 @@ void SubscriptionCore::Apply(
             held_.erase(it);
           }
         }
-        for (const VisibilityChange& c : ops.releases) {
-          held_.erase(c.receipt_handle);
+        // Released, or not ours any more. A release refused for its
+        // timeout leaves the lease as it was, still ours to release when
+        // the stream ends.
+        for (size_t i = 0; i < ack->releases.size(); ++i) {
+          const absl::StatusCode c = ack->releases[i].code();
+          if (c == absl::StatusCode::kOk ||
+              c == absl::StatusCode::kFailedPrecondition) {
+            held_.erase(ops.releases[i].receipt_handle);
+          }
         }
       }
       if (!BeginCallbackLocked()) return;

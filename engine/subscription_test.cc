@@ -328,6 +328,30 @@ TEST_F(SubscriptionTest, ClosingReleasesWhatItHeld) {
   for (const auto& m : again) EXPECT_EQ(m.receive_count, 2u);
 }
 
+// A release refused for its timeout leaves the lease as it was: still the
+// subscription's, and released when it is closed.
+TEST_F(SubscriptionTest, ARefusedReleaseStillLeavesTheLeaseToTheClose) {
+  Create("q");
+  Collector& c = NewCollector();
+  Subscription* s = Subscribe("q", c);
+  ASSERT_TRUE(s->AddCredit(1).ok());
+  SendBodies("q", {"a"});
+  std::vector<ReceivedMessage> got = c.WaitFor(1);
+  ASSERT_THAT(got, SizeIs(1));
+  SubscriptionOps ops;
+  ops.releases = {{got[0].receipt_handle, absl::Hours(13)}};
+  absl::StatusOr<SubscriptionAck> ack = ApplyAndWait(*s, ops);
+  ASSERT_TRUE(ack.ok()) << ack.status();
+  ASSERT_THAT(ack->releases, SizeIs(1));
+  EXPECT_EQ(ack->releases[0].code(), absl::StatusCode::kInvalidArgument)
+      << ack->releases[0];
+  CloseAndWait(*s);
+  // Leased for an hour, yet ready again at once.
+  std::vector<ReceivedMessage> again = ReceiveWaiting("q");
+  ASSERT_THAT(Bodies(again), ElementsAre("a"));
+  EXPECT_EQ(again[0].receive_count, 2u);
+}
+
 TEST_F(SubscriptionTest, DeletesSentJustBeforeClosingStillCount) {
   Create("q");
   Collector& c = NewCollector();
