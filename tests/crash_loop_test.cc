@@ -43,6 +43,7 @@
 #include "gtest/gtest.h"
 #include "tests/rpc_helpers.h"
 #include "tests/server_process.h"
+#include "tests/test_random.h"
 #include "weir/v1/weir.pb.h"
 
 namespace weir::test {
@@ -69,13 +70,6 @@ constexpr int64_t kClockSlackMs = 25;
 constexpr int64_t kMinLeaseMs = 300;
 constexpr int64_t kMaxLeaseMs = 2500;
 constexpr int kMaxViolationsShown = 30;
-
-int64_t EnvInt(const char* name, int64_t fallback) {
-  const char* v = std::getenv(name);
-  int64_t out = 0;
-  if (v != nullptr && absl::SimpleAtoi(v, &out)) return out;
-  return fallback;
-}
 
 // One delivery of an offset to a consumer, as the Receive reply said.
 struct Delivery {

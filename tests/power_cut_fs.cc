@@ -128,8 +128,25 @@ rocksdb::IOStatus PowerCutFileSystem::WriteError() const {
   } else if (io_errors_.load()) {
     e = rocksdb::IOStatus::IOError("failing (test)");
   }
-  if (!e.ok()) refused_.fetch_add(1);
+  if (!e.ok()) {
+    absl::MutexLock lock(&refused_mu_);
+    ++refused_;
+  }
   return e;
+}
+
+uint64_t PowerCutFileSystem::refused_writes() const {
+  absl::MutexLock lock(&refused_mu_);
+  return refused_;
+}
+
+bool PowerCutFileSystem::AwaitRefusedWritesAbove(uint64_t count,
+                                                 absl::Duration timeout) const {
+  absl::MutexLock lock(&refused_mu_);
+  auto above = [this, count]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(refused_mu_) {
+    return refused_ > count;
+  };
+  return refused_mu_.AwaitWithTimeout(absl::Condition(&above), timeout);
 }
 
 rocksdb::IOStatus PowerCutFileSystem::Track(

@@ -66,7 +66,10 @@ class PowerCutFileSystem : public rocksdb::FileSystemWrapper {
   rocksdb::IOStatus WriteError() const;
   // How many errors WriteError has returned: appends, flushes and syncs of
   // tracked files that failed.
-  uint64_t refused_writes() const { return refused_.load(); }
+  uint64_t refused_writes() const;
+  // Waits up to `timeout` until refused_writes() exceeds `count`; whether
+  // it did.
+  bool AwaitRefusedWritesAbove(uint64_t count, absl::Duration timeout) const;
   bool cut() const { return cut_.load(); }
 
   // Truncates every tracked file to the bytes it had synced. Call after the
@@ -98,7 +101,8 @@ class PowerCutFileSystem : public rocksdb::FileSystemWrapper {
   std::atomic<bool> cut_{false};
   std::atomic<bool> full_{false};
   std::atomic<bool> io_errors_{false};
-  mutable std::atomic<uint64_t> refused_{0};
+  mutable absl::Mutex refused_mu_;
+  mutable uint64_t refused_ ABSL_GUARDED_BY(refused_mu_) = 0;
   absl::Mutex mu_;
   std::map<std::string, Sizes> files_ ABSL_GUARDED_BY(mu_);
   absl::Time last_wal_sync_start_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();

@@ -36,6 +36,7 @@
 #include "gtest/gtest.h"
 #include "rocksdb/env.h"
 #include "tests/power_cut_fs.h"
+#include "tests/test_random.h"
 
 namespace weir::test {
 namespace {
@@ -58,12 +59,6 @@ constexpr int64_t kMaxRunMsAsync = 300;
 constexpr absl::Duration kAsyncLossWindowBound = absl::Seconds(2);
 constexpr int kLongRunEvery = 10;
 constexpr int64_t kLongRunMs = 2500;
-
-int64_t EnvInt(const char* name, int64_t fallback) {
-  const char* v = std::getenv(name);
-  int64_t out = 0;
-  return v != nullptr && absl::SimpleAtoi(v, &out) ? out : fallback;
-}
 
 std::string NewDir() {
   const char* base = std::getenv("TEST_TMPDIR");
@@ -618,11 +613,7 @@ TEST_F(PowerCutTest,
                                     got = std::move(r);
                                     done.Notify();
                                   });
-  const absl::Time deadline = absl::Now() + absl::Seconds(60);
-  while (f.fs->refused_writes() == refused_before && absl::Now() < deadline) {
-    absl::SleepFor(absl::Milliseconds(5));
-  }
-  ASSERT_GT(f.fs->refused_writes(), refused_before);
+  ASSERT_TRUE(f.fs->AwaitRefusedWritesAbove(refused_before, absl::Seconds(60)));
   EXPECT_FALSE(done.HasBeenNotified());
 
   // The send's own write leases "after" to the parked receive.

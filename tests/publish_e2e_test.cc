@@ -8,7 +8,6 @@
 #include <iostream>
 #include <map>
 #include <memory>
-#include <random>
 #include <set>
 #include <string>
 #include <thread>
@@ -26,6 +25,7 @@
 #include "tests/client_fixture.h"
 #include "tests/e2e_fixture.h"
 #include "tests/server_process.h"
+#include "tests/test_random.h"
 #include "weir/v1/weir.grpc.pb.h"
 
 namespace weir::test {
@@ -191,16 +191,9 @@ TEST_F(PublishE2ETest, PipelinedRequestsAreEachAnsweredOnce) {
 // the entries of the requests that were answered OK, at their offsets.
 TEST_F(PublishE2ETest, RandomRequestsAreEachAnsweredAndOnlyTheAcceptedStored) {
   const std::string queue = NewQueue("publish-random");
-  const uint32_t seed = std::random_device()();
-  SCOPED_TRACE(absl::StrCat("seed ", seed));
-  std::mt19937 rng(seed);
-  auto chance = [&rng](double p) {
-    return std::bernoulli_distribution(p)(rng);
-  };
-  auto pick = [&rng](const auto& options) {
-    return options[std::uniform_int_distribution<size_t>(
-        0, options.size() - 1)(rng)];
-  };
+  const uint32_t seed = SeedFrom("WEIR_RANDOM_PUBLISH_SEED");
+  SCOPED_TRACE(absl::StrCat("replay with WEIR_RANDOM_PUBLISH_SEED=", seed));
+  TestRandom random(seed);
   const std::vector<std::string> queues = {"", "no-such-queue", "bad name!",
                                            std::string(300, 'q')};
   const std::vector<std::string> keys = {"k", "", "a b", std::string(300, 'k')};
@@ -212,21 +205,23 @@ TEST_F(PublishE2ETest, RandomRequestsAreEachAnsweredAndOnlyTheAcceptedStored) {
   for (int i = 1; i <= kRequests; ++i) {
     PublishRequest req;
     req.set_request_id(i);
-    req.set_queue(chance(0.95) ? queue : pick(queues));
-    int entries = std::uniform_int_distribution<int>(1, 5)(rng);
-    if (chance(0.03)) entries = 0;
-    if (chance(0.01)) entries = 1001;
+    req.set_queue(random.Chance(0.95) ? queue : random.Pick(queues));
+    int entries = random.Between(1, 5);
+    if (random.Chance(0.03)) entries = 0;
+    if (random.Chance(0.01)) entries = 1001;
     for (int e = 0; e < entries; ++e) {
       SendEntry* entry = req.add_entries();
-      entry->set_body(chance(0.02)
+      entry->set_body(random.Chance(0.02)
                           ? std::string(kDefaultMaxMessageBytes + 1, 'x')
                           : absl::StrCat("r", i, "-e", e));
-      if (chance(0.05)) (*entry->mutable_attributes())[pick(keys)] = "v";
-      if (chance(0.03)) entry->set_delay_ms(pick(delays));
-      if (chance(0.03)) {
-        entry->set_ordering_key(chance(0.5) ? "key" : long_key);
+      if (random.Chance(0.05)) {
+        (*entry->mutable_attributes())[random.Pick(keys)] = "v";
       }
-      if (chance(0.02)) entry->set_dedup_id(long_key);
+      if (random.Chance(0.03)) entry->set_delay_ms(random.Pick(delays));
+      if (random.Chance(0.03)) {
+        entry->set_ordering_key(random.Chance(0.5) ? "key" : long_key);
+      }
+      if (random.Chance(0.02)) entry->set_dedup_id(long_key);
     }
     asked[i] = req;
   }

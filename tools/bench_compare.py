@@ -42,6 +42,7 @@ Durability tiers, matched as closely as each system allows:
 
 import argparse
 import datetime
+import functools
 import json
 import os
 import platform
@@ -351,12 +352,13 @@ def steady_args(profile, peak_rate, fraction):
             max(1.0, round(peak_rate * fraction)), "--duration", p["steady_s"]]
 
 
-def not_applicable(args, system, extra):
-    """Why the load generator cannot run `extra` on `system`, or None."""
+@functools.lru_cache(maxsize=None)
+def not_applicable(loadgen, system, workload):
+    """Why the load generator cannot run `workload` on `system`, or None."""
     proc = subprocess.run(
-        [args.loadgen, "--system", system, "--check"] +
-        [str(x) for x in extra], stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True, timeout=60)
+        [loadgen, "--system", system, "--workload", workload, "--check"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        timeout=60)
     if proc.returncode == 0:
         return None
     if proc.returncode == 2:
@@ -376,7 +378,8 @@ def run_system(args, system, tier, work_dir, results):
             extra = steady_args(args.profile, peak, fraction)
         if args.scenarios and name not in args.scenarios:
             continue
-        reason = not_applicable(args, system, extra)
+        reason = not_applicable(args.loadgen, system,
+                                extra[extra.index("--workload") + 1])
         if reason:
             log(f"{system} [{tier}] {name}: skipped: {reason}")
             continue
@@ -716,6 +719,8 @@ def main():
             continue
         systems.append(s)
     tiers = [t for t in args.tiers.split(",") if t]
+    if args.weir_connections < 0:
+        ap.error("--weir-connections must be 0 or more")
     args.scenarios = [n for n in args.scenarios.split(",") if n]
     known = {n for t in tiers for n, _ in scenarios(args.profile, t)}
     for n in args.scenarios:

@@ -1,7 +1,5 @@
 #include "bench/loadgen/peer.h"
 
-#include <algorithm>
-
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 
@@ -28,19 +26,25 @@ absl::StatusOr<std::unique_ptr<Peer>> MakePeer(const std::string& name,
     return MakeWeirPeer(address, /*streams=*/name == "weir-stream",
                         options.connections);
   }
-  if (options.connections != 0 &&
-      std::find(PeerNames().begin(), PeerNames().end(), name) !=
-          PeerNames().end()) {
+  std::unique_ptr<Peer> peer;
+  if (name == "redis") {
+    peer = MakeRedisPeer(address);
+  } else if (name == "beanstalkd") {
+    peer = MakeBeanstalkdPeer(address);
+  } else if (name == "nats") {
+    peer = MakeNatsPeer(address);
+  } else if (name == "rabbitmq") {
+    peer = MakeRabbitmqPeer(address);
+  } else {
+    return absl::InvalidArgumentError(
+        absl::StrCat("unknown system \"", name,
+                     "\"; known: ", absl::StrJoin(PeerNames(), ", ")));
+  }
+  if (options.connections != 0) {
     return absl::InvalidArgumentError(
         absl::StrCat("shared connections are for Weir only, not ", name));
   }
-  if (name == "redis") return MakeRedisPeer(address);
-  if (name == "beanstalkd") return MakeBeanstalkdPeer(address);
-  if (name == "nats") return MakeNatsPeer(address);
-  if (name == "rabbitmq") return MakeRabbitmqPeer(address);
-  return absl::InvalidArgumentError(
-      absl::StrCat("unknown system \"", name,
-                   "\"; known: ", absl::StrJoin(PeerNames(), ", ")));
+  return peer;
 }
 
 }  // namespace loadgen
