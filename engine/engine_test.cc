@@ -252,6 +252,48 @@ TEST_F(EngineTest, ChangeVisibilityBatchAnswersEachEntryOnItsOwn) {
   EXPECT_EQ(Recv("q").size(), 1u);
 }
 
+// A stale receipt of a message (its lease lapsed and the message was taken
+// again) does not shut the current one out of the same batch, wherever it
+// stands in it; two different receipts that are both current cannot exist.
+TEST_F(EngineTest, AStaleReceiptDoesNotShutOutTheCurrentOneInABatch) {
+  Create("q");
+  SendBodies("q", {"a", "b"});
+  auto first = Recv("q", 2, absl::Seconds(5));
+  ASSERT_EQ(first.size(), 2u);
+  clock_.Advance(absl::Seconds(5));
+  auto again = Recv("q", 2, absl::Minutes(5));
+  ASSERT_EQ(again.size(), 2u);
+  // Stale before current for "a", current before stale for "b".
+  auto r = engine_->ChangeVisibility(
+      "q", {VisibilityChange{first[0].receipt_handle, absl::ZeroDuration()},
+            VisibilityChange{again[0].receipt_handle, absl::ZeroDuration()},
+            VisibilityChange{again[1].receipt_handle, absl::ZeroDuration()},
+            VisibilityChange{first[1].receipt_handle, absl::ZeroDuration()}});
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_EQ(r->size(), 4u);
+  EXPECT_EQ((*r)[0].code(), absl::StatusCode::kFailedPrecondition) << (*r)[0];
+  EXPECT_TRUE((*r)[1].ok()) << (*r)[1];
+  EXPECT_TRUE((*r)[2].ok()) << (*r)[2];
+  EXPECT_EQ((*r)[3].code(), absl::StatusCode::kFailedPrecondition) << (*r)[3];
+  EXPECT_THAT(Recv("q", 2), SizeIs(2));
+  // The same for deletes.
+  auto third = Recv("q", 2, absl::Seconds(5));
+  ASSERT_EQ(third.size(), 0u);
+  clock_.Advance(absl::Seconds(30));
+  third = Recv("q", 2, absl::Minutes(5));
+  ASSERT_EQ(third.size(), 2u);
+  auto d =
+      engine_->Delete("q", {again[0].receipt_handle, third[0].receipt_handle,
+                            third[1].receipt_handle, again[1].receipt_handle});
+  ASSERT_TRUE(d.ok()) << d.status();
+  ASSERT_EQ(d->size(), 4u);
+  EXPECT_EQ((*d)[0].code(), absl::StatusCode::kFailedPrecondition) << (*d)[0];
+  EXPECT_TRUE((*d)[1].ok()) << (*d)[1];
+  EXPECT_TRUE((*d)[2].ok()) << (*d)[2];
+  EXPECT_EQ((*d)[3].code(), absl::StatusCode::kFailedPrecondition) << (*d)[3];
+  EXPECT_EQ(Stats("q").deleted_total, 2u);
+}
+
 TEST_F(EngineTest, ReceiptOfAnotherQueueIsRejected) {
   Create("a");
   Create("b");

@@ -1438,16 +1438,6 @@ std::vector<Queue::Change> Queue::ResolveReceiptsLocked(
           "the lease of this receipt was dropped when the group was reset");
       continue;
     }
-    auto [it, inserted] = first_seen.try_emplace({r.group_id, r.offset}, i);
-    if (!inserted) {
-      if (receipts[i] == receipts[it->second]) {
-        duplicates.emplace_back(i, it->second);
-      } else {
-        result = absl::FailedPreconditionError(absl::StrCat(
-            "another entry of this batch names message ", r.offset));
-      }
-      continue;
-    }
     const GroupState::Lease* lease = g->state.FindLease(r.offset);
     if (lease == nullptr) {
       if (g->state.IsDeleted(r.offset)) {
@@ -1464,6 +1454,19 @@ std::vector<Queue::Change> Queue::ResolveReceiptsLocked(
       result = absl::FailedPreconditionError(absl::StrCat(
           "message ", r.offset,
           " has been received again since this receipt was issued"));
+      continue;
+    }
+    // Only an entry naming the current lease claims its message: a stale
+    // receipt of the same message earlier in the batch (one whose lease
+    // lapsed and was taken again) must not shut out the current one.
+    auto [it, inserted] = first_seen.try_emplace({r.group_id, r.offset}, i);
+    if (!inserted) {
+      if (receipts[i] == receipts[it->second]) {
+        duplicates.emplace_back(i, it->second);
+      } else {
+        result = absl::FailedPreconditionError(absl::StrCat(
+            "another entry of this batch names message ", r.offset));
+      }
       continue;
     }
     g->state.BeginChange(r.offset);
