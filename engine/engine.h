@@ -265,10 +265,13 @@ class Subscription {
   // The transport has handed on the last delivered batch: the next may come.
   virtual void DeliveryDone() = 0;
   // Applies `ops` on an engine thread, after every earlier Apply, and calls
-  // `done` with the outcomes (or with a whole-call error such as NOT_FOUND
-  // when the queue is gone). INVALID_ARGUMENT at once when `ops` holds more
-  // than 1000 entries in all. Ops applied before Close are carried out even
-  // if the subscription is closed meanwhile; `done` then does not run.
+  // `done` once with the outcomes (or with a whole-call error such as
+  // NOT_FOUND when the queue is gone). INVALID_ARGUMENT at once when `ops`
+  // holds more than 1000 entries in all. Ops given before Close are carried
+  // out and answered even if the subscription is closed meanwhile, and
+  // Close's `closed` runs only after their `done` has returned; after Close,
+  // `done` runs at once on this thread with FAILED_PRECONDITION and nothing
+  // is applied.
   virtual void Apply(
       SubscriptionOps ops,
       std::function<void(absl::StatusOr<SubscriptionAck>)> done) = 0;

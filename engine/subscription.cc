@@ -227,6 +227,18 @@ void SubscriptionCore::Apply(
         " deletes, extends and releases in all, got ", entries)));
     return;
   }
+  bool closed;
+  {
+    absl::MutexLock lock(&mu_);
+    closed = closed_;
+    // Owed from now on: Close's callback waits for this answer.
+    if (!closed) ++callbacks_running_;
+  }
+  if (closed) {
+    // Nothing more is applied for a subscription that has ended.
+    done(absl::FailedPreconditionError("the subscription is closed"));
+    return;
+  }
   RunSerial([this, ops = std::move(ops), done = std::move(done)] {
     absl::StatusOr<SubscriptionAck> ack = SubscriptionAck();
     std::shared_ptr<Queue> q = queue_.lock();
@@ -308,7 +320,6 @@ void SubscriptionCore::Apply(
           }
         }
       }
-      if (!BeginCallbackLocked()) return;
     }
     done(std::move(ack));
     EndCallback();

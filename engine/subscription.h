@@ -89,6 +89,7 @@ class SubscriptionCore : public QueueWaiter,
   bool delivering_ ABSL_GUARDED_BY(mu_) = false;
   bool failed_ ABSL_GUARDED_BY(mu_) = false;
   bool closed_ ABSL_GUARDED_BY(mu_) = false;
+  // Callbacks running, and Apply answers owed (counted from the call).
   int callbacks_running_ ABSL_GUARDED_BY(mu_) = 0;
   // Run once no callback is running, after Close.
   std::vector<std::function<void()>> on_closed_ ABSL_GUARDED_BY(mu_);

@@ -352,6 +352,39 @@ TEST_F(SubscriptionTest, ARefusedReleaseStillLeavesTheLeaseToTheClose) {
   EXPECT_EQ(again[0].receive_count, 2u);
 }
 
+// A lease shortened by an extension lapses, and the subscription takes the
+// message again: it then holds a stale receipt and the current one of the
+// same message, and its close still releases every current one.
+TEST_F(SubscriptionTest, ClosingReleasesALeaseTakenAgainAfterItsOldOneLapsed) {
+  Create("q");
+  Collector& c = NewCollector();
+  Subscription* s = Subscribe("q", c);
+  constexpr int kMessages = 8;
+  ASSERT_TRUE(s->AddCredit(2 * kMessages).ok());
+  std::vector<std::string> bodies;
+  for (int i = 0; i < kMessages; ++i) bodies.push_back(absl::StrCat("m", i));
+  SendBodies("q", bodies);
+  std::vector<ReceivedMessage> got = c.WaitFor(kMessages);
+  ASSERT_THAT(got, SizeIs(kMessages));
+  SubscriptionOps ops;
+  for (const ReceivedMessage& m : got) {
+    ops.extends.push_back({m.receipt_handle, absl::Seconds(1)});
+  }
+  absl::StatusOr<SubscriptionAck> ack = ApplyAndWait(*s, ops);
+  ASSERT_TRUE(ack.ok()) << ack.status();
+  for (const absl::Status& e : ack->extends) ASSERT_TRUE(e.ok()) << e;
+  clock_.Advance(absl::Seconds(1));
+  got = c.WaitFor(2 * kMessages);
+  ASSERT_THAT(got, SizeIs(2 * kMessages));
+  for (int i = kMessages; i < 2 * kMessages; ++i) {
+    EXPECT_EQ(got[i].receive_count, 2u);
+  }
+  CloseAndWait(*s);
+  // Leased for an hour the second time, yet all ready again at once (the
+  // close releases them in one batch).
+  EXPECT_THAT(Bodies(ReceiveWaiting("q")), SizeIs(kMessages));
+}
+
 TEST_F(SubscriptionTest, DeletesSentJustBeforeClosingStillCount) {
   Create("q");
   Collector& c = NewCollector();
@@ -364,6 +397,55 @@ TEST_F(SubscriptionTest, DeletesSentJustBeforeClosingStillCount) {
   ops.deletes = {got[0].receipt_handle};
   s->Apply(ops, [](absl::StatusOr<SubscriptionAck>) {});
   CloseAndWait(*s);
+  EXPECT_THAT(Bodies(ReceiveWaiting("q")), ElementsAre("b"));
+  EXPECT_EQ(Stats("q").deleted_total, 1u);
+}
+
+// Ops given before Close are answered, and before Close's callback; ops
+// given after it are refused at once and change nothing.
+TEST_F(SubscriptionTest, OpsGivenBeforeCloseAreAnsweredFirstLaterOnesRefused) {
+  Create("q");
+  Collector& c = NewCollector();
+  Subscription* s = Subscribe("q", c);
+  ASSERT_TRUE(s->AddCredit(2).ok());
+  SendBodies("q", {"a", "b"});
+  std::vector<ReceivedMessage> got = c.WaitFor(2);
+  ASSERT_THAT(got, SizeIs(2));
+  absl::Mutex mu;
+  std::vector<std::string> order;
+  absl::StatusOr<SubscriptionAck> before;
+  SubscriptionOps ops;
+  ops.deletes = {got[0].receipt_handle};
+  s->Apply(ops, [&](absl::StatusOr<SubscriptionAck> a) {
+    absl::MutexLock lock(&mu);
+    before = std::move(a);
+    order.push_back("answered");
+  });
+  absl::Notification closed;
+  s->Close([&] {
+    {
+      absl::MutexLock lock(&mu);
+      order.push_back("closed");
+    }
+    closed.Notify();
+  });
+  ASSERT_TRUE(closed.WaitForNotificationWithTimeout(kWait));
+  {
+    absl::MutexLock lock(&mu);
+    EXPECT_THAT(order, ElementsAre("answered", "closed"));
+    ASSERT_TRUE(before.ok()) << before.status();
+    ASSERT_THAT(before->deletes, SizeIs(1));
+    EXPECT_TRUE(before->deletes[0].ok()) << before->deletes[0];
+  }
+  bool answered = false;
+  ops.deletes = {got[1].receipt_handle};
+  s->Apply(ops, [&](absl::StatusOr<SubscriptionAck> a) {
+    answered = true;
+    EXPECT_EQ(a.status().code(), absl::StatusCode::kFailedPrecondition)
+        << a.status();
+  });
+  EXPECT_TRUE(answered);  // At once, on this thread.
+  // "b" was released by the close, not deleted.
   EXPECT_THAT(Bodies(ReceiveWaiting("q")), ElementsAre("b"));
   EXPECT_EQ(Stats("q").deleted_total, 1u);
 }

@@ -337,15 +337,25 @@ class SubscribeReactor : public grpc::ServerBidiReactor<pb::SubscribeRequest,
           {c.receipt_handle(), absl::Milliseconds(c.visibility_timeout_ms())});
     }
     const uint64_t id = req.request_id();
+    {
+      absl::MutexLock lock(&mu_);
+      ++applying_;
+    }
     sub->Apply(std::move(ops), [this, id](absl::StatusOr<SubscriptionAck> r) {
       if (!r.ok()) {
+        {
+          absl::MutexLock lock(&mu_);
+          --applying_;
+        }
         End(ToGrpcStatus(r.status()));
         return;
       }
       bool read = false;
       {
         absl::MutexLock lock(&mu_);
-        if (end_.has_value()) return;
+        --applying_;
+        // Answered even when the stream is ending (a later request broke
+        // the protocol, say): the client learns what took effect.
         pb::SubscribeAck* ack = pending_.emplace_back().mutable_ack();
         ack->set_request_id(id);
         ToProto(r->deletes, ack->mutable_delete_results());
@@ -353,7 +363,7 @@ class SubscribeReactor : public grpc::ServerBidiReactor<pb::SubscribeRequest,
         ToProto(r->releases, ack->mutable_release_results());
         // A client that does not read its acks gets no more requests read.
         read_paused_ = pending_.size() > kMaxQueuedResponses;
-        read = !read_paused_;
+        read = !read_paused_ && !end_.has_value();
         // This is an engine thread, not a reaction: until StartRead has
         // returned, the stream must not be finished (its OnDone could come
         // first and free the call under StartRead).
@@ -396,21 +406,19 @@ class SubscribeReactor : public grpc::ServerBidiReactor<pb::SubscribeRequest,
     Pump();
   }
 
-  // Ends the stream with `status` once the write in progress completes (for
-  // OK, once everything queued is written). The first end wins.
+  // Ends the stream with `status` once every request taken has been
+  // answered and those answers written (on a broken stream the writes fail
+  // fast). The first end wins.
   void EndLocked(grpc::Status status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     if (end_.has_value()) return;
     end_ = std::move(status);
-    // Drop what is not on its way yet (on a clean end, only the messages:
-    // acks still go out); the subscription releases those leases as it
-    // closes. The one being written (the front) is not touched: gRPC holds
-    // a pointer to it, and erasing at a deque's back moves nothing else.
-    const bool clean = end_->ok();
-    auto dropped =
-        std::remove_if(pending_.begin() + (writing_ ? 1 : 0), pending_.end(),
-                       [clean](const pb::SubscribeResponse& r) {
-                         return !clean || r.messages_size() > 0;
-                       });
+    // Drop the messages not on their way yet; the subscription releases
+    // those leases as it closes. Acks still go out. The one being written
+    // (the front) is not touched: gRPC holds a pointer to it, and erasing
+    // at a deque's back moves nothing else.
+    auto dropped = std::remove_if(
+        pending_.begin() + (writing_ ? 1 : 0), pending_.end(),
+        [](const pb::SubscribeResponse& r) { return r.messages_size() > 0; });
     pending_.erase(dropped, pending_.end());
   }
 
@@ -441,7 +449,7 @@ class SubscribeReactor : public grpc::ServerBidiReactor<pb::SubscribeRequest,
         // Stays in place until OnWriteDone pops it: a deque does not move
         // its elements when more are added at the back.
         next = &pending_.front();
-      } else if (end_.has_value() && !read_starting_) {
+      } else if (end_.has_value() && !read_starting_ && applying_ == 0) {
         finished_ = true;
         finish = *end_;
       }
@@ -472,6 +480,9 @@ class SubscribeReactor : public grpc::ServerBidiReactor<pb::SubscribeRequest,
   // An engine thread is between deciding to start a read and StartRead
   // returning; Finish waits for it.
   bool read_starting_ ABSL_GUARDED_BY(mu_) = false;
+  // Requests handed to Subscription::Apply and not answered yet; the stream
+  // is finished only once each is answered.
+  int applying_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
 }  // namespace
