@@ -835,6 +835,7 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Open(
   so.sync = options.durability == Durability::kSync;
   so.wal_sync_interval = options.async_wal_sync_interval;
   so.create_if_missing = options.create_if_missing;
+  so.memtable_budget_bytes = options.memtable_budget_bytes;
   so.env = options.env;
   so.after_write_for_test = options.after_blocking_write_for_test;
   absl::StatusOr<std::unique_ptr<Storage>> storage = Storage::Open(so, path);

@@ -46,6 +46,10 @@ struct EngineOptions {
   // Zero: never (then RocksDB syncs it only when it starts a new log file,
   // and a power cut may lose minutes of acknowledged writes).
   absl::Duration async_wal_sync_interval = absl::Milliseconds(100);
+  // Bytes RocksDB's memtables may hold in all, which bounds the server's
+  // memory under a high write rate at some cost in flushes and compaction
+  // (docs/benchmarks.md). Zero: RocksDB's defaults, no such budget.
+  size_t memtable_budget_bytes = 0;
   // Source of time for every deadline. Not owned; must outlive the Engine.
   // Null means the real clock.
   Clock* clock = nullptr;

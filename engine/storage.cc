@@ -141,6 +141,7 @@ absl::StatusOr<std::unique_ptr<Storage>> Storage::Open(
   // (bench/send_bench BM_SendConcurrent; docs/benchmarks.md).
   db_options.enable_pipelined_write = false;
   db_options.allow_concurrent_memtable_write = false;
+  db_options.db_write_buffer_size = options.memtable_budget_bytes;
   db_options.keep_log_file_num = 4;
   db_options.max_total_wal_size = 256 << 20;
   db_options.wal_recovery_mode = rocksdb::WALRecoveryMode::kPointInTimeRecovery;

@@ -29,6 +29,10 @@ struct StorageOptions {
   // then syncs it only when it switches to a new log file).
   absl::Duration wal_sync_interval = absl::ZeroDuration();
   bool create_if_missing = true;
+  // What the memtables of every column family may hold together (RocksDB's
+  // db_write_buffer_size); past it the largest is flushed early. Zero: no
+  // budget across column families (each may hold two 64 MiB memtables).
+  size_t memtable_budget_bytes = 0;
   rocksdb::Env* env = nullptr;  // Not owned. Null: the default Env.
   // Tests only: runs on the caller's thread after each Write's RocksDB
   // write returns, before Write does. Lets a test hold one writer there

@@ -21,6 +21,7 @@
 #include "CLI/CLI.hpp"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
@@ -83,6 +84,7 @@ int main(int argc, char** argv) {
   std::string durability = "sync";
   std::string async_sync_interval = "100ms";
   std::string ready_file;
+  int memtable_budget_mib = 0;
   app.add_option("--listen", listen,
                  "address to serve on, host:port (port 0 picks a free one)")
       ->envname("WEIR_LISTEN")
@@ -105,6 +107,21 @@ int main(int argc, char** argv) {
         return d.ok() ? "" : std::string(d.status().message());
       })
       ->capture_default_str();
+  app.add_option("--memtable-budget-mib", memtable_budget_mib,
+                 "MiB RocksDB's memtables may hold in all (16 to 65536), "
+                 "bounding memory under a high write rate at some cost in "
+                 "flushes; 0: RocksDB's defaults")
+      ->envname("WEIR_MEMTABLE_BUDGET_MIB")
+      ->check([](const std::string& text) -> std::string {
+        int v = 0;
+        if (!absl::SimpleAtoi(text, &v) || (v != 0 && (v < 16 || v > 65536))) {
+          return absl::StrCat("\"", text,
+                              "\" is not 0 or a whole number of MiB from 16 "
+                              "to 65536");
+        }
+        return "";
+      })
+      ->capture_default_str();
   app.add_option("--ready-file", ready_file,
                  "once serving, write the bound address to this file");
   CLI11_PARSE(app, argc, argv);
@@ -125,6 +142,8 @@ int main(int argc, char** argv) {
                                              : weir::Durability::kSync;
   // Checked by the option's validator, from the flag or the environment.
   options.async_wal_sync_interval = *ParseSyncInterval(async_sync_interval);
+  options.memtable_budget_bytes =
+      size_t{static_cast<unsigned>(memtable_budget_mib)} << 20;
   absl::StatusOr<std::unique_ptr<weir::Engine>> engine =
       weir::Engine::Open(options, data_dir);
   if (!engine.ok()) {
@@ -159,6 +178,9 @@ int main(int argc, char** argv) {
                       : absl::StrCat("every ",
                                      absl::FormatDuration(
                                          options.async_wal_sync_interval)));
+  }
+  if (memtable_budget_mib > 0) {
+    std::cerr << ", memtables " << memtable_budget_mib << " MiB in all";
   }
   std::cerr << ")" << std::endl;
   if (!ready_file.empty() && !WriteFileAtomically(ready_file, bound)) {

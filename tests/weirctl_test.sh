@@ -63,10 +63,15 @@ done
 refused --async-sync-interval WEIR_ASYNC_SYNC_INTERVAL=soon
 refused --async-sync-interval WEIR_ASYNC_SYNC_INTERVAL=11s
 refused --durability WEIR_DURABILITY=sometimes
+for bad in -1 8 65537 lots; do
+  refused --memtable-budget-mib "" --memtable-budget-mib "$bad"
+done
+refused --memtable-budget-mib WEIR_MEMTABLE_BUDGET_MIB=15
 [[ ! -e "$work/refused" ]] || fail "a refused start created its data directory"
 
 "$server_bin" --listen 127.0.0.1:0 --data-dir "$work/data" \
-  --durability async --async-sync-interval 50ms --ready-file "$work/ready" \
+  --durability async --async-sync-interval 50ms --memtable-budget-mib 64 \
+  --ready-file "$work/ready" \
   2>"$work/server.log" &
 server_pid=$!
 # Waits for the ready file (written once the server serves), up to 60 s.
@@ -85,6 +90,11 @@ if grep -q "durability async, WAL fsynced every 50ms" "$work/server.log"; then
   echo "ok: the server took --async-sync-interval 50ms"
 else
   fail "the server log does not show the 50ms WAL sync interval"
+fi
+if grep -q "memtables 64 MiB in all" "$work/server.log"; then
+  echo "ok: the server took --memtable-budget-mib 64"
+else
+  fail "the server log does not show the 64 MiB memtable budget"
 fi
 weirctl() { "$weirctl_bin" "$@"; }
 # field NAME LINE: the value of the tab-separated NAME=value field of LINE.
