@@ -103,6 +103,10 @@ class BatchCopier : public rocksdb::WriteBatch::Handler {
   const std::vector<rocksdb::ColumnFamilyHandle*>& handles_;
 };
 
+// Merge operands of one key a memtable holds in a row before a write folds
+// them into a value.
+constexpr size_t kMaxSuccessiveMerges = 16;
+
 // Most bytes of batches merged into one write.
 constexpr size_t kMaxMergedBytes = 16 << 20;
 
@@ -148,6 +152,11 @@ absl::StatusOr<std::unique_ptr<Storage>> Storage::Open(
 
   rocksdb::ColumnFamilyOptions meta = BaseCfOptions();
   meta.merge_operator = std::make_shared<AddUint64sOperator>();
+  // Every send and receive merges into its queue's counters. Without a
+  // bound, a memtable holds a million operands of one key, and the flush
+  // that folds them allocates for all of them at once (about 160 MiB that
+  // the process then keeps); past this many in a row the write folds them.
+  meta.max_successive_merges = kMaxSuccessiveMerges;
   std::vector<rocksdb::ColumnFamilyDescriptor> cfs = {
       {rocksdb::kDefaultColumnFamilyName, BaseCfOptions()},
       {kMetaCf, meta},
