@@ -1,30 +1,22 @@
 // Storage: the options it opens RocksDB with.
 #include "engine/storage.h"
 
-#include <cstdlib>
 #include <memory>
 #include <string>
 
 #include "engine/key_codec.h"
 #include "engine/records.h"
+#include "engine/test_util.h"
 #include "gtest/gtest.h"
 #include "rocksdb/options.h"
 
 namespace weir {
 namespace {
 
-std::string NewDir() {
-  const char* tmp = std::getenv("TEST_TMPDIR");
-  std::string dir =
-      std::string(tmp != nullptr ? tmp : "/tmp") + "/storage-test-XXXXXX";
-  return mkdtemp(dir.data()) != nullptr ? dir : std::string();
-}
-
 TEST(StorageTest, TheMemtableBudgetReachesRocksDB) {
   StorageOptions options;
   options.memtable_budget_bytes = size_t{32} << 20;
-  const std::string dir = NewDir();
-  ASSERT_FALSE(dir.empty());
+  const std::string dir = NewTempDir();
   absl::StatusOr<std::unique_ptr<Storage>> storage =
       Storage::Open(options, dir);
   ASSERT_TRUE(storage.ok()) << storage.status();
@@ -33,8 +25,7 @@ TEST(StorageTest, TheMemtableBudgetReachesRocksDB) {
 }
 
 TEST(StorageTest, NoBudgetByDefault) {
-  const std::string dir = NewDir();
-  ASSERT_FALSE(dir.empty());
+  const std::string dir = NewTempDir();
   absl::StatusOr<std::unique_ptr<Storage>> storage =
       Storage::Open(StorageOptions(), dir);
   ASSERT_TRUE(storage.ok()) << storage.status();
@@ -45,8 +36,7 @@ TEST(StorageTest, NoBudgetByDefault) {
 // (so no memtable holds a million of one key); the sums stay exact, also
 // once flushed and reopened.
 TEST(StorageTest, CounterMergesFoldedInTheWritePathStayExact) {
-  const std::string dir = NewDir();
-  ASSERT_FALSE(dir.empty());
+  const std::string dir = NewTempDir();
   const std::string key = keys::Counters(7, 0);
   constexpr int kMerges = 1000;
   {

@@ -116,6 +116,15 @@ class SubscriptionTest : public EngineFixture {
     return subs_.back().get();
   }
 
+  // Grants credit for `bodies`, sends them to "q" and returns them as
+  // pushed (the caller checks that all came).
+  std::vector<ReceivedMessage> PushAll(Subscription& s, Collector& c,
+                                       const std::vector<std::string>& bodies) {
+    EXPECT_TRUE(s.AddCredit(static_cast<int64_t>(bodies.size())).ok());
+    SendBodies("q", bodies);
+    return c.WaitFor(bodies.size());
+  }
+
   static void CloseAndWait(Subscription& s) {
     absl::Notification closed;
     s.Close([&] { closed.Notify(); });
@@ -255,9 +264,7 @@ TEST_F(SubscriptionTest, DeletesExtendsAndReleasesByReceipt) {
   Create("q");
   Collector& c = NewCollector();
   Subscription* s = Subscribe("q", c, "", absl::Seconds(30));
-  ASSERT_TRUE(s->AddCredit(3).ok());
-  SendBodies("q", {"a", "b", "c"});
-  std::vector<ReceivedMessage> got = c.WaitFor(3);
+  std::vector<ReceivedMessage> got = PushAll(*s, c, {"a", "b", "c"});
   ASSERT_THAT(got, SizeIs(3));
 
   SubscriptionOps ops;
@@ -310,9 +317,7 @@ TEST_F(SubscriptionTest, ClosingReleasesWhatItHeld) {
   Create("q");
   Collector& c = NewCollector();
   Subscription* s = Subscribe("q", c);
-  ASSERT_TRUE(s->AddCredit(3).ok());
-  SendBodies("q", {"a", "b", "c"});
-  std::vector<ReceivedMessage> got = c.WaitFor(3);
+  std::vector<ReceivedMessage> got = PushAll(*s, c, {"a", "b", "c"});
   ASSERT_THAT(got, SizeIs(3));
   SubscriptionOps ops;
   ops.deletes = {got[0].receipt_handle};
@@ -334,9 +339,7 @@ TEST_F(SubscriptionTest, ARefusedReleaseStillLeavesTheLeaseToTheClose) {
   Create("q");
   Collector& c = NewCollector();
   Subscription* s = Subscribe("q", c);
-  ASSERT_TRUE(s->AddCredit(1).ok());
-  SendBodies("q", {"a"});
-  std::vector<ReceivedMessage> got = c.WaitFor(1);
+  std::vector<ReceivedMessage> got = PushAll(*s, c, {"a"});
   ASSERT_THAT(got, SizeIs(1));
   SubscriptionOps ops;
   ops.releases = {{got[0].receipt_handle, absl::Hours(13)}};
@@ -389,9 +392,7 @@ TEST_F(SubscriptionTest, DeletesSentJustBeforeClosingStillCount) {
   Create("q");
   Collector& c = NewCollector();
   Subscription* s = Subscribe("q", c);
-  ASSERT_TRUE(s->AddCredit(2).ok());
-  SendBodies("q", {"a", "b"});
-  std::vector<ReceivedMessage> got = c.WaitFor(2);
+  std::vector<ReceivedMessage> got = PushAll(*s, c, {"a", "b"});
   ASSERT_THAT(got, SizeIs(2));
   SubscriptionOps ops;
   ops.deletes = {got[0].receipt_handle};
@@ -407,9 +408,7 @@ TEST_F(SubscriptionTest, OpsGivenBeforeCloseAreAnsweredFirstLaterOnesRefused) {
   Create("q");
   Collector& c = NewCollector();
   Subscription* s = Subscribe("q", c);
-  ASSERT_TRUE(s->AddCredit(2).ok());
-  SendBodies("q", {"a", "b"});
-  std::vector<ReceivedMessage> got = c.WaitFor(2);
+  std::vector<ReceivedMessage> got = PushAll(*s, c, {"a", "b"});
   ASSERT_THAT(got, SizeIs(2));
   absl::Mutex mu;
   std::vector<std::string> order;

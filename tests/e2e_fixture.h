@@ -6,6 +6,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -90,6 +91,18 @@ class E2ETest : public ::testing::Test {
     Reply<QueueStats> stats = client().GetQueueStats(queue);
     EXPECT_TRUE(stats.ok()) << Describe(stats.status);
     return stats.response;
+  }
+
+  // Polls the queue's stats until `done` holds; false after a minute (a
+  // broken server fails the test instead of hanging it).
+  bool AwaitStats(const std::string& queue,
+                  const std::function<bool(const QueueStats&)>& done) {
+    const absl::Time deadline = absl::Now() + absl::Seconds(60);
+    while (absl::Now() < deadline) {
+      if (done(Stats(queue))) return true;
+      absl::SleepFor(absl::Milliseconds(5));
+    }
+    return false;
   }
 
   // Sends `bodies` and returns their offsets.

@@ -862,10 +862,8 @@ TEST_F(E2ETest, ReceiveCancelledWhileItWaitsKeepsItsDeletes) {
   });
   // The deletes are applied before the poll starts waiting (nothing else is
   // ready); cancel only once they are seen.
-  const absl::Time deadline = absl::Now() + absl::Seconds(60);
-  while (Stats(queue).deleted_total() < 1 && absl::Now() < deadline) {
-    absl::SleepFor(absl::Milliseconds(10));
-  }
+  EXPECT_TRUE(AwaitStats(
+      queue, [](const QueueStats& s) { return s.deleted_total() >= 1; }));
   context.TryCancel();
   poll.join();
   EXPECT_EQ(status.error_code(), StatusCode::CANCELLED) << Describe(status);

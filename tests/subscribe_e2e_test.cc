@@ -3,7 +3,6 @@
 // stream ends, and streams of random requests.
 #include <atomic>
 #include <fstream>
-#include <functional>
 #include <iostream>
 #include <map>
 #include <memory>
@@ -146,18 +145,6 @@ class SubscribeE2ETest : public E2ETest {
 
   // The random-streams test below.
   void RandomStreams();
-
-  // Polls the queue's stats until `done` holds (bounded: a broken server
-  // fails the test instead of hanging it).
-  bool AwaitStats(const std::string& q,
-                  const std::function<bool(const QueueStats&)>& done) {
-    const absl::Time deadline = absl::Now() + absl::Seconds(60);
-    while (absl::Now() < deadline) {
-      if (done(Stats(q))) return true;
-      absl::SleepFor(absl::Milliseconds(5));
-    }
-    return false;
-  }
 
   // Leases what is ready now without waiting.
   std::vector<weir::v1::Message> TakeReady(const std::string& queue) {
@@ -493,9 +480,8 @@ void SubscribeE2ETest::RandomStreams() {
   };
 
   std::set<std::string> deleted;
-  // Messages kept out of the drain by a long release or extension, once
-  // every stream has ended.
-  std::set<std::string> released_far;
+  // Whether the last change that took effect on a message keeps it out of
+  // the drain (a long release or extension).
   std::map<std::string, bool> far;
   // What took effect on each body, for the message of a failure.
   std::map<std::string, std::string> history;
@@ -674,6 +660,7 @@ void SubscribeE2ETest::RandomStreams() {
       }
     }
   }
+  std::set<std::string> released_far;
   for (const auto& [body, is_far] : far) {
     if (is_far) released_far.insert(body);
   }
@@ -718,9 +705,8 @@ void SubscribeE2ETest::RandomStreams() {
   for (const weir::v1::Message& m : more.response.messages()) {
     std::cout << "came back after the drain: " << m.body() << std::endl;
   }
-  std::set<std::string> accounted = drained;
-  accounted.insert(deleted.begin(), deleted.end());
-  accounted.insert(released_far.begin(), released_far.end());
+  std::set<std::string> accounted = gone;
+  accounted.insert(drained.begin(), drained.end());
   if (accounted.size() != all.size()) {
     const QueueStats stats = Stats(q);
     std::cout << "missing messages; the queue has " << stats.ready()
