@@ -137,22 +137,20 @@ class NatsClient : public PeerClient {
     // arrive between the check and that fetch could still start the faulty
     // path, but overrun only if more than half a batch comes in that
     // instant.)
-    while (static_cast<int>(out->size()) < max) {
-      int pending = 0;
-      if (absl::Status status = FromNats(
-              natsSubscription_GetPending(sub_, &pending, nullptr), "pending");
-          !status.ok()) {
-        return status;
-      }
-      if (pending == 0) {
-        return out->empty() ? Fetch(max, wait_ms, out) : absl::OkStatus();
-      }
+    int pending = 0;
+    if (absl::Status status = FromNats(
+            natsSubscription_GetPending(sub_, &pending, nullptr), "pending");
+        !status.ok()) {
+      return status;
+    }
+    if (pending == 0) return Fetch(max, wait_ms, out);
+    for (int i = 0; i < std::min(pending, max); ++i) {
       const size_t before = out->size();
       // Waits (up to `wait`) only while it has nothing to return.
-      if (absl::Status status = Fetch(1, out->empty() ? wait_ms : 1, out);
-          !status.ok() || out->size() == before) {
-        return status;  // What waited was not a message, and none came.
-      }
+      absl::Status status = Fetch(1, out->empty() ? wait_ms : 1, out);
+      // What waited was a status message, so this fetch went to the
+      // server, and no message came: return what there is.
+      if (!status.ok() || out->size() == before) return status;
     }
     return absl::OkStatus();
   }
